@@ -1,0 +1,5 @@
+"""Callbacks to compose into any Trainer: ``from segmend.callbacks import SegmentationImageLogger``."""
+
+from segmend.callbacks.image_logger import SegmentationImageLogger
+
+__all__ = ["SegmentationImageLogger"]

@@ -1,0 +1,7 @@
+"""DataModules and readers: ``from segmend.datamodules import SyntheticDataModule``."""
+
+from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.synthetic import SyntheticDataModule
+from segmend.datamodules.voc import VOCSegmentationDataset
+
+__all__ = ["SegmentationDataModule", "SyntheticDataModule", "VOCSegmentationDataset"]

@@ -1,0 +1,155 @@
+"""The built-in synthetic dataset, written once in the PASCAL VOC layout and read back by the VOC reader.
+
+Layout of the cache folder (one per set of generation parameters)::
+
+    JPEGImages/<id>.jpg  SegmentationClass/<id>.png  SegmentationClassCoarse/<id>.png
+    Annotations/<id>.xml  ImageSets/Segmentation/{train,val,trainval,wild,wild_ood}.txt
+    wild.json (domain and nuisances of each wild image)  segmend_synthetic.json (parameters)
+
+``wild`` is a shifted split for troubleshooting (unseen colours, extreme scales, clutter, low
+contrast, and out-of-domain images with no known class); its masks are the hidden ground truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
+from segmend.datamodules.voc import VOCSegmentationDataset
+from segmend.datamodules.voc_format import BoxAnnotation, write_palette_mask, write_voc_xml
+
+GENERATOR_VERSION = 1
+MARKER = "segmend_synthetic.json"
+
+
+def default_cache_dir() -> Path:
+    """``$SEGMEND_CACHE`` or ``~/.cache/segmend``."""
+    return Path(os.environ.get("SEGMEND_CACHE", Path.home() / ".cache" / "segmend"))
+
+
+def _write_sample(root: Path, sample_id: str, scene: Any) -> None:
+    Image.fromarray(scene.image).save(root / "JPEGImages" / f"{sample_id}.jpg", quality=95)
+    write_palette_mask(root / "SegmentationClass" / f"{sample_id}.png", scene.mask)
+    write_palette_mask(root / "SegmentationClassCoarse" / f"{sample_id}.png", scene.coarse)
+    boxes = [BoxAnnotation(inst.label, *inst.box) for inst in scene.instances]
+    write_voc_xml(root / "Annotations" / f"{sample_id}.xml", f"{sample_id}.jpg",
+                  scene.mask.shape, boxes, CLASS_NAMES)
+
+
+def generate_synthetic_voc(
+    root: Path, seed: int, num_train: int, num_val: int, num_wild: int,
+    ood_fraction: float, image_size: int,
+) -> None:
+    """Render every split of the synthetic dataset into ``root`` in the VOC layout.
+
+    Writes into a temporary sibling folder and renames it at the end, so an interrupted run
+    never leaves a half-written dataset behind.
+    """
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassCoarse", "Annotations",
+                "ImageSets/Segmentation"):
+        (tmp / sub).mkdir(parents=True)
+    lists: dict[str, list[str]] = {"train": [], "val": [], "wild": [], "wild_ood": []}
+    wild_meta: dict[str, dict[str, Any]] = {}
+    num_ood = int(round(num_wild * ood_fraction))
+    plan = [("train", i, "train") for i in range(num_train)]
+    plan += [("val", i, "train") for i in range(num_val)]
+    plan += [("wild", i, "ood" if i >= num_wild - num_ood else "wild") for i in range(num_wild)]
+    for split, index, domain in plan:
+        sample_id = f"{split}_{index:05d}"
+        scene = render_scene(scene_rng(seed, split, index), image_size, domain)
+        _write_sample(tmp, sample_id, scene)
+        lists[split].append(sample_id)
+        if split == "wild":
+            wild_meta[sample_id] = {"domain": domain, "nuisances": list(scene.nuisances)}
+            if domain == "ood":
+                lists["wild_ood"].append(sample_id)
+    lists["trainval"] = lists["train"] + lists["val"]
+    for split, ids in lists.items():
+        (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (tmp / "wild.json").write_text(json.dumps(wild_meta, indent=1))
+    params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train,
+              "num_val": num_val, "num_wild": num_wild, "ood_fraction": ood_fraction,
+              "image_size": image_size, "classes": list(CLASS_NAMES)}
+    (tmp / MARKER).write_text(json.dumps(params, indent=1))
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class SyntheticDataModule(SegmentationDataModule):
+    """Seeded procedural scenes with fine, coarse and box labels and a shifted "wild" split.
+
+    The data is generated on first use into ``cache_dir`` (a sub-folder per parameter set) and
+    always read back through :class:`VOCSegmentationDataset`, so runs on it exercise the real
+    reader path. Validation and test use the fine masks of the ``val`` split.
+
+    Args:
+        cache_dir: Where to write the dataset; ``None`` uses ``$SEGMEND_CACHE`` or
+            ``~/.cache/segmend``.
+        seed: Generation seed; the same seed always gives the same images.
+        num_train: Images in the training split.
+        num_val: Images in the validation split (also served as ``test``).
+        num_wild: Images in the shifted ``wild`` split.
+        ood_fraction: Fraction of ``wild`` images that hold no known class.
+        image_size: Side of the square images.
+        labels: Training labels: ``"fine"`` masks or simulated ``"coarse"`` annotation.
+        **kwargs: Loader and augmentation settings of :class:`SegmentationDataModule`.
+    """
+
+    class_names = CLASS_NAMES
+
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        seed: int = 0,
+        num_train: int = 400,
+        num_val: int = 100,
+        num_wild: int = 100,
+        ood_fraction: float = 0.1,
+        image_size: int = 128,
+        labels: Literal["fine", "coarse"] = "fine",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if min(num_train, num_val) < 1 or num_wild < 0:
+            raise ValueError(
+                f"num_train and num_val must be >= 1 and num_wild >= 0; got {num_train}, "
+                f"{num_val}, {num_wild}."
+            )
+        self.params = dict(seed=seed, num_train=num_train, num_val=num_val, num_wild=num_wild,
+                           ood_fraction=ood_fraction, image_size=image_size)
+        self.labels = labels
+        key = hashlib.sha1(json.dumps([GENERATOR_VERSION, self.params], sort_keys=True).encode())
+        self.root = Path(cache_dir or default_cache_dir()) / f"synthetic-{key.hexdigest()[:10]}"
+
+    def prepare_data(self) -> None:
+        """Generate the dataset unless this parameter set is already cached."""
+        if not (self.root / MARKER).is_file():
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            generate_synthetic_voc(self.root, **self.params)
+
+    def build_dataset(self, split: str, train: bool) -> Dataset:  # noqa: D102
+        self.prepare_data()  # no-op when cached; covers use without a Trainer
+        split = "val" if split == "test" else split
+        mask_dir = "SegmentationClassCoarse" if split == "train" and self.labels == "coarse" else "SegmentationClass"
+        return VOCSegmentationDataset(self.root, split, self.class_names, mask_dir=mask_dir,
+                                      **self.sample_kwargs(train))
+
+    def wild_metadata(self) -> dict[str, dict[str, Any]]:
+        """Domain (``wild`` or ``ood``) and nuisances of each image of the wild split."""
+        self.prepare_data()
+        return json.loads((self.root / "wild.json").read_text())
+
+

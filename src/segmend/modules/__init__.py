@@ -1,0 +1,3 @@
+from segmend.modules.segmentation import SegmentationModule
+
+__all__ = ["SegmentationModule"]

@@ -1,0 +1,224 @@
+"""The base LightningModule every segmend method builds on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from segmend.metrics import segmentation_metrics
+from segmend.nets.factory import build_smp_net
+from segmend.nets.tta import resize_logits, tta_probabilities
+from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer
+
+Stage = Literal["train", "val", "test"]
+
+
+class SegmentationModule(LightningModule):
+    """Supervised semantic segmentation: a network, a loss, metrics and an optimizer.
+
+    Methods subclass it and override :meth:`configure_losses`, :meth:`compute_loss` or
+    :meth:`parameter_groups`; the training, validation and test steps share :meth:`shared_step`.
+
+    Args:
+        num_classes: Number of classes, background included. ``segmend fit`` links it from the
+            DataModule.
+        class_names: Names of the classes, used in per-class metric keys and image legends.
+        arch: segmentation-models-pytorch architecture, e.g. ``"DeepLabV3Plus"``.
+        encoder_name: segmentation-models-pytorch encoder, e.g. ``"resnet18"``.
+        encoder_weights: Pretrained encoder weights; ``None`` (default) downloads nothing.
+        net: Any ``nn.Module`` mapping (B, 3, H, W) to (B, num_classes, h, w) logits (or a dict
+            with key ``"out"``); when given, ``arch`` and ``encoder_*`` are ignored.
+        ignore_index: Label of unlabeled pixels.
+        optimizer: Callable building the optimizer from parameter groups; ``None`` gives SGD
+            (lr 0.01, momentum 0.9, weight decay 5e-4).
+        lr_scheduler: Callable building the schedule from the optimizer, stepped every batch;
+            ``None`` gives polynomial decay (power 0.9) over the whole fit.
+        tta_scales: Scales of multi-scale test-time augmentation, e.g. ``(0.75, 1.0, 1.25)``.
+        tta_flip: Add horizontally flipped views to test-time augmentation.
+        tta_on_val: Also apply test-time augmentation during validation (always applied in
+            test and predict when configured).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        class_names: Sequence[str] | None = None,
+        arch: str = "DeepLabV3Plus",
+        encoder_name: str = "resnet18",
+        encoder_weights: str | None = None,
+        net: nn.Module | None = None,
+        ignore_index: int = 255,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        tta_scales: tuple[float, ...] = (1.0,),
+        tta_flip: bool = False,
+        tta_on_val: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2 (background + 1), got {num_classes}.")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} entries but num_classes={num_classes}; "
+                "give one name per class, background included."
+            )
+        if not tta_scales or any(s <= 0 for s in tta_scales):
+            raise ValueError(f"tta_scales must be a non-empty tuple of positive floats: {tta_scales}")
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
+        self.num_classes = num_classes
+        self.class_names = tuple(class_names) if class_names else tuple(map(str, range(num_classes)))
+        self.ignore_index = ignore_index
+        self.optimizer_factory = optimizer or default_optimizer
+        self.lr_scheduler_factory = lr_scheduler or default_lr_scheduler
+        self.net = net
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # ------------------------------------------------------------------ construction
+    def configure_models(self) -> None:
+        """Build the network unless one was given."""
+        if self.net is None:
+            hp = self.hparams
+            self.net = build_smp_net(hp.arch, hp.encoder_name, self.num_classes, hp.encoder_weights)
+
+    def configure_losses(self) -> None:
+        """Set ``self.criterion``: pixel-wise cross-entropy ignoring ``ignore_index``."""
+        self.criterion = nn.CrossEntropyLoss(ignore_index=self.ignore_index)
+
+    def configure_metrics(self) -> None:
+        """Create one metric collection per evaluation stage."""
+        metrics = segmentation_metrics(self.num_classes, self.ignore_index, self.class_names)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def parameter_groups(self) -> Iterable[Any]:
+        """Parameters (or param-group dicts) handed to the optimizer; methods override this."""
+        return self.parameters()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Build the injected optimizer and per-step schedule."""
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        scheduler = self.lr_scheduler_factory(optimizer)
+        if isinstance(scheduler, TotalStepsAware):
+            scheduler.bind_total_steps(int(self.trainer.estimated_stepping_batches))
+        if isinstance(scheduler, ReduceLROnPlateau):
+            config = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/mIoU"}
+        else:
+            config = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # ------------------------------------------------------------------ checks
+    def setup(self, stage: str) -> None:
+        """Check that the DataModule and the model agree on the classes.
+
+        Raises:
+            ValueError: If the DataModule's ``num_classes`` differs from the model's.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and data_classes != self.num_classes:
+            raise ValueError(
+                f"num_classes mismatch: the data ({type(datamodule).__name__}) has "
+                f"{data_classes} classes but the model ({type(self).__name__}) was built for "
+                f"{self.num_classes}. Remove model.num_classes from the config so segmend links "
+                "it from the data, or set it to the data's value."
+            )
+
+    def _check_logits(self, logits: Tensor) -> None:
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"The network returned logits of shape {tuple(logits.shape)}; expected "
+                f"(B, {self.num_classes}, H, W) for num_classes={self.num_classes}. Build the net "
+                "with as many output channels as the data has classes."
+            )
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, image: Tensor) -> Tensor:
+        """Map (B, 3, H, W) images to (B, C, H, W) logits at the input resolution."""
+        out = self.net(image)
+        if isinstance(out, dict):
+            out = out["out"]
+        self._check_logits(out)
+        return resize_logits(out, tuple(image.shape[-2:]))
+
+    def _tta_active(self, stage: str) -> bool:
+        configured = tuple(self.hparams.tta_scales) != (1.0,) or self.hparams.tta_flip
+        return configured and (stage in ("test", "predict") or self.hparams.tta_on_val)
+
+    def predict_probabilities(self, image: Tensor, stage: str = "predict") -> Tensor:
+        """(B, C, H, W) class probabilities, with test-time augmentation where configured."""
+        if self._tta_active(stage):
+            return tta_probabilities(
+                self, image, tuple(self.hparams.tta_scales), bool(self.hparams.tta_flip)
+            )
+        return self(image).softmax(dim=1)
+
+    # ------------------------------------------------------------------ steps
+    def targets(self, batch: dict[str, Any]) -> Tensor:
+        """(B, H, W) labels; samples without a mask (``has_mask`` false) are all ignored."""
+        mask = batch["mask"]
+        has_mask = batch.get("has_mask")
+        if has_mask is not None and not bool(has_mask.all()):
+            mask = torch.where(has_mask[:, None, None], mask, torch.full_like(mask, self.ignore_index))
+        return mask
+
+    def compute_loss(self, logits: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Loss of a batch; zero (with a graph) when no pixel is labelled."""
+        target = self.targets(batch)
+        if not bool((target != self.ignore_index).any()):
+            return logits.sum() * 0.0
+        return self.criterion(logits, target)
+
+    def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+        """Forward, loss and (for val/test) metric update; logs ``<stage>/loss``."""
+        logits = self(batch["image"])
+        loss = self.compute_loss(logits, batch)
+        batch_size = batch["image"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=batch_size,
+                 sync_dist=stage != "train")
+        if stage != "train":
+            scores = self.predict_probabilities(batch["image"], stage) if self._tta_active(stage) else logits
+            self._metrics(stage).update(scores.argmax(dim=1), self.targets(batch))
+        return loss
+
+    def _metrics(self, stage: str):  # noqa: ANN202
+        return self.val_metrics if stage == "val" else self.test_metrics
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:  # noqa: D102
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # noqa: D102
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # noqa: D102
+        self.shared_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metrics = self._metrics(stage)
+        results = metrics.compute()  # synchronised across ranks by torchmetrics
+        main = {k: v for k, v in results.items() if "/IoU_" not in k}
+        self.log_dict(main, prog_bar=True)
+        self.log_dict({k: v for k, v in results.items() if "/IoU_" in k})
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:  # noqa: D102
+        self._log_epoch_metrics("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Label maps and probabilities of a batch.
+
+        Returns:
+            ``{"id": list[str], "labels": (B, H, W) long, "probs": (B, C, H, W) float}``.
+        """
+        probs = self.predict_probabilities(batch["image"], "predict")
+        return {"id": batch.get("id"), "labels": probs.argmax(dim=1), "probs": probs}

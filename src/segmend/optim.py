@@ -1,0 +1,84 @@
+"""Optimizer and learning-rate schedule defaults shared by every segmend module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def default_optimizer(params: Iterable[Any]) -> Optimizer:
+    """Build the default optimizer: SGD, lr 0.01, momentum 0.9, weight decay 5e-4.
+
+    Args:
+        params: Parameters or parameter-group dicts.
+
+    Returns:
+        The optimizer.
+    """
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+class TotalStepsAware:
+    """Mixin for schedules whose shape depends on the total number of optimizer steps.
+
+    A module that builds such a schedule calls :meth:`bind_total_steps` with the trainer's
+    ``estimated_stepping_batches`` when the schedule was configured without ``total_steps``.
+    """
+
+    total_steps: int | None
+
+    def bind_total_steps(self, total_steps: int) -> None:
+        """Set the total number of steps if the user did not give one.
+
+        Args:
+            total_steps: Number of optimizer steps of the whole fit.
+        """
+        if self.total_steps is None:
+            self.total_steps = max(1, int(total_steps))
+
+
+class PolyLR(TotalStepsAware, LambdaLR):
+    """Polynomial decay ``lr = base_lr * (1 - step / total_steps) ** power``, stepped per batch.
+
+    Args:
+        optimizer: The wrapped optimizer.
+        total_steps: Steps over which lr decays to ``min_lr_ratio * base_lr``; ``None`` takes
+            the trainer's estimate of the whole fit.
+        power: Exponent of the decay (0.9 as in DeepLab).
+        min_lr_ratio: Floor of the multiplier.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        power: float = 0.9,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"PolyLR total_steps must be >= 1 or null, got {total_steps}.")
+        self.total_steps = total_steps
+        self.power = power
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, self._multiplier)
+
+    def _multiplier(self, step: int) -> float:
+        total = self.total_steps or 1
+        progress = min(step, total) / total
+        return max(self.min_lr_ratio, (1.0 - progress) ** self.power)
+
+
+def default_lr_scheduler(optimizer: Optimizer) -> PolyLR:
+    """Build the default schedule: polynomial decay with power 0.9 over the whole fit.
+
+    Args:
+        optimizer: The optimizer to schedule.
+
+    Returns:
+        The schedule; its total steps are bound by the module once the trainer is known.
+    """
+    return PolyLR(optimizer)
