@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
-
 from segmend.datamodules.voc_format import voc_palette
+
 from segmend.viz import denormalize, overlay_grid
 
 
@@ -27,13 +27,12 @@ class SegmentationImageLogger(Callback):
         num_samples: Images shown, taken from the first validation batches.
         every_n_epochs: Log every this many epochs (the last epoch of a fit is always logged).
         key: Name of the W&B panel / PNG file prefix.
+
     """
 
     def __init__(self, num_samples: int = 4, every_n_epochs: int = 1, key: str = "val/predictions") -> None:
         if num_samples < 1 or every_n_epochs < 1:
-            raise ValueError(
-                f"num_samples and every_n_epochs must be >= 1, got {num_samples} and {every_n_epochs}."
-            )
+            raise ValueError(f"num_samples and every_n_epochs must be >= 1, got {num_samples} and {every_n_epochs}.")
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
         self.key = key
@@ -45,8 +44,13 @@ class SegmentationImageLogger(Callback):
         return not trainer.sanity_checking and ((epoch + 1) % self.every_n_epochs == 0 or last)
 
     def on_validation_batch_end(  # noqa: D102
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-        batch_idx: int, dataloader_idx: int = 0,
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if not trainer.is_global_zero or not self._active(trainer):
             return

@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
-
 from segmend.datamodules.transforms import eval_transform, to_sample, train_transform
 from segmend.datamodules.voc_format import voc_palette
+from torch.utils.data import DataLoader, Dataset
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -32,6 +31,7 @@ class SegmentationDataModule(LightningDataModule):
         rotation: Training maximum rotation in degrees (0 disables it).
         with_boxes: Add the (C, H, W) box mask of each sample's object boxes.
         predict_split: Split served by ``predict_dataloader``.
+
     """
 
     class_names: tuple[str, ...] = ()
@@ -63,9 +63,7 @@ class SegmentationDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.with_boxes = with_boxes
         self.predict_split = predict_split
-        self.train_sample = partial(
-            to_sample, train_transform(crop_size, scale_range, hflip, color_jitter, rotation)
-        )
+        self.train_sample = partial(to_sample, train_transform(crop_size, scale_range, hflip, color_jitter, rotation))
         self.eval_sample = partial(to_sample, eval_transform())
         self.datasets: dict[str, Dataset] = {}
 
@@ -80,6 +78,7 @@ class SegmentationDataModule(LightningDataModule):
         Args:
             split: Split name.
             train: Whether to apply training augmentation.
+
         """
         raise NotImplementedError
 
@@ -92,8 +91,12 @@ class SegmentationDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Build (and so check) the datasets the stage needs."""
-        splits = {"fit": [("train", True), ("val", False)], "validate": [("val", False)],
-                  "test": [("test", False)], "predict": [(self.predict_split, False)]}[stage]
+        splits = {
+            "fit": [("train", True), ("val", False)],
+            "validate": [("val", False)],
+            "test": [("test", False)],
+            "predict": [(self.predict_split, False)],
+        }[stage]
         for split, train in splits:
             self.dataset(split, train)
 
@@ -121,5 +124,7 @@ class SegmentationDataModule(LightningDataModule):
 
     def sample_kwargs(self, train: bool) -> dict[str, Any]:
         """Keyword arguments shared by the readers: the sample builder and the box switch."""
-        return {"transform": self.train_sample if train else self.eval_sample,
-                "with_boxes": self.with_boxes}
+        return {
+            "transform": self.train_sample if train else self.eval_sample,
+            "with_boxes": self.with_boxes,
+        }

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
-from torch.utils.data import Dataset
-
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
 from segmend.datamodules.voc import VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, write_palette_mask, write_voc_xml
+from torch.utils.data import Dataset
 
 GENERATOR_VERSION = 1
 MARKER = "segmend_synthetic.json"
@@ -41,13 +40,23 @@ def _write_sample(root: Path, sample_id: str, scene: Any) -> None:
     write_palette_mask(root / "SegmentationClass" / f"{sample_id}.png", scene.mask)
     write_palette_mask(root / "SegmentationClassCoarse" / f"{sample_id}.png", scene.coarse)
     boxes = [BoxAnnotation(inst.label, *inst.box) for inst in scene.instances]
-    write_voc_xml(root / "Annotations" / f"{sample_id}.xml", f"{sample_id}.jpg",
-                  scene.mask.shape, boxes, CLASS_NAMES)
+    write_voc_xml(
+        root / "Annotations" / f"{sample_id}.xml",
+        f"{sample_id}.jpg",
+        scene.mask.shape,
+        boxes,
+        CLASS_NAMES,
+    )
 
 
 def generate_synthetic_voc(
-    root: Path, seed: int, num_train: int, num_val: int, num_wild: int,
-    ood_fraction: float, image_size: int,
+    root: Path,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    num_wild: int,
+    ood_fraction: float,
+    image_size: int,
 ) -> None:
     """Render every split of the synthetic dataset into ``root`` in the VOC layout.
 
@@ -56,8 +65,13 @@ def generate_synthetic_voc(
     """
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassCoarse", "Annotations",
-                "ImageSets/Segmentation"):
+    for sub in (
+        "JPEGImages",
+        "SegmentationClass",
+        "SegmentationClassCoarse",
+        "Annotations",
+        "ImageSets/Segmentation",
+    ):
         (tmp / sub).mkdir(parents=True)
     lists: dict[str, list[str]] = {"train": [], "val": [], "wild": [], "wild_ood": []}
     wild_meta: dict[str, dict[str, Any]] = {}
@@ -78,9 +92,16 @@ def generate_synthetic_voc(
     for split, ids in lists.items():
         (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     (tmp / "wild.json").write_text(json.dumps(wild_meta, indent=1))
-    params = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train,
-              "num_val": num_val, "num_wild": num_wild, "ood_fraction": ood_fraction,
-              "image_size": image_size, "classes": list(CLASS_NAMES)}
+    params = {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_wild": num_wild,
+        "ood_fraction": ood_fraction,
+        "image_size": image_size,
+        "classes": list(CLASS_NAMES),
+    }
     (tmp / MARKER).write_text(json.dumps(params, indent=1))
     try:
         tmp.rename(root)
@@ -106,6 +127,7 @@ class SyntheticDataModule(SegmentationDataModule):
         image_size: Side of the square images.
         labels: Training labels: ``"fine"`` masks or simulated ``"coarse"`` annotation.
         **kwargs: Loader and augmentation settings of :class:`SegmentationDataModule`.
+
     """
 
     class_names = CLASS_NAMES
@@ -125,11 +147,16 @@ class SyntheticDataModule(SegmentationDataModule):
         super().__init__(**kwargs)
         if min(num_train, num_val) < 1 or num_wild < 0:
             raise ValueError(
-                f"num_train and num_val must be >= 1 and num_wild >= 0; got {num_train}, "
-                f"{num_val}, {num_wild}."
+                f"num_train and num_val must be >= 1 and num_wild >= 0; got {num_train}, {num_val}, {num_wild}."
             )
-        self.params = dict(seed=seed, num_train=num_train, num_val=num_val, num_wild=num_wild,
-                           ood_fraction=ood_fraction, image_size=image_size)
+        self.params = dict(
+            seed=seed,
+            num_train=num_train,
+            num_val=num_val,
+            num_wild=num_wild,
+            ood_fraction=ood_fraction,
+            image_size=image_size,
+        )
         self.labels = labels
         key = hashlib.sha1(json.dumps([GENERATOR_VERSION, self.params], sort_keys=True).encode())
         self.root = Path(cache_dir or default_cache_dir()) / f"synthetic-{key.hexdigest()[:10]}"
@@ -144,12 +171,11 @@ class SyntheticDataModule(SegmentationDataModule):
         self.prepare_data()  # no-op when cached; covers use without a Trainer
         split = "val" if split == "test" else split
         mask_dir = "SegmentationClassCoarse" if split == "train" and self.labels == "coarse" else "SegmentationClass"
-        return VOCSegmentationDataset(self.root, split, self.class_names, mask_dir=mask_dir,
-                                      **self.sample_kwargs(train))
+        return VOCSegmentationDataset(
+            self.root, split, self.class_names, mask_dir=mask_dir, **self.sample_kwargs(train)
+        )
 
     def wild_metadata(self) -> dict[str, dict[str, Any]]:
         """Domain (``wild`` or ``ood``) and nuisances of each image of the wild split."""
         self.prepare_data()
         return json.loads((self.root / "wild.json").read_text())
-
-

@@ -119,9 +119,7 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
     """
     if not isinstance(split, str) or seed < 0 or index < 0:
-        raise ValueError(
-            f"expected seed >= 0, split: str, index >= 0; got {seed}, {split!r}, {index}"
-        )
+        raise ValueError(f"expected seed >= 0, split: str, index >= 0; got {seed}, {split!r}, {index}")
     return np.random.default_rng([int(seed), zlib.crc32(split.encode()), int(index)])
 
 
@@ -242,9 +240,7 @@ def _background(rng: _Rng, size: int) -> np.ndarray:
     return image
 
 
-def _draw_distractors(
-    rng: _Rng, layer: np.ndarray, palette: list, count: int, scale: tuple
-) -> None:
+def _draw_distractors(rng: _Rng, layer: np.ndarray, palette: list, count: int, scale: tuple) -> None:
     """Draw non-class shapes (strokes, thin ellipses, hexagons) into layer; label stays 0."""
     size = layer.shape[0]
     for _ in range(count):
@@ -351,9 +347,7 @@ def _visible_ids(masks: list[np.ndarray], min_pixels: int) -> tuple[np.ndarray, 
         alive = keep
 
 
-def _finish(
-    rng: _Rng, image: np.ndarray, layer: np.ndarray, palette: list, low_contrast: bool
-) -> np.ndarray:
+def _finish(rng: _Rng, image: np.ndarray, layer: np.ndarray, palette: list, low_contrast: bool) -> np.ndarray:
     """Paint the palette layer, jitter contrast/brightness, add noise; returns uint8 RGB."""
     painted = layer > 0
     image[painted] = np.take(np.stack(palette), layer[painted], axis=0)
@@ -370,9 +364,7 @@ def _finish(
     return image.astype(np.uint8)
 
 
-def _coarse_polygon(
-    rng: _Rng, ys: np.ndarray, xs: np.ndarray, size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _coarse_polygon(rng: _Rng, ys: np.ndarray, xs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Jittered few-vertex polygon (rows, cols) around a region's pixels."""
     cy, cx = ys.mean(), xs.mean()
     k = int(rng.integers(COARSE_VERTEX_RANGE[0], COARSE_VERTEX_RANGE[1] + 1))

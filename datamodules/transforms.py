@@ -8,7 +8,6 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-
 from segmend.datamodules.voc_format import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +33,7 @@ def train_transform(
 
     Returns:
         A pipeline taking ``image``, ``mask`` and optionally ``box_mask`` (H, W, C).
+
     """
     low, high = scale_range
     if not 0 < low <= high:
@@ -42,12 +42,24 @@ def train_transform(
     if (low, high) != (1.0, 1.0):
         steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0))
     if rotation > 0:
-        steps.append(A.Rotate(limit=rotation, border_mode=cv2.BORDER_CONSTANT, fill=0,
-                              fill_mask=IGNORE_INDEX, p=1.0))
+        steps.append(
+            A.Rotate(
+                limit=rotation,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
+                p=1.0,
+            )
+        )
     if crop_size is not None:
         steps += [
-            A.PadIfNeeded(crop_size, crop_size, border_mode=cv2.BORDER_CONSTANT, fill=0,
-                          fill_mask=IGNORE_INDEX),
+            A.PadIfNeeded(
+                crop_size,
+                crop_size,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
+            ),
             A.RandomCrop(crop_size, crop_size),
         ]
     if hflip:
@@ -63,9 +75,14 @@ def eval_transform(size_multiple: int = 32) -> A.Compose:
     return A.Compose(
         [
             A.PadIfNeeded(
-                min_height=None, min_width=None, pad_height_divisor=size_multiple,
-                pad_width_divisor=size_multiple, position="top_left",
-                border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
+                min_height=None,
+                min_width=None,
+                pad_height_divisor=size_multiple,
+                pad_width_divisor=size_multiple,
+                position="top_left",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
             ),
             A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
         ],
@@ -92,6 +109,7 @@ def to_sample(
     Returns:
         ``image`` (3, H, W) float, ``mask`` (H, W) long (all 255 without labels),
         ``has_mask`` bool, ``id`` str, and ``boxes`` (C, H, W) float when a box mask was given.
+
     """
     has_mask = mask is not None
     inputs: dict[str, Any] = {

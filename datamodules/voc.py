@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
-
 from segmend.datamodules.voc_format import (
     IGNORE_INDEX,
     DataFormatError,
@@ -26,6 +24,7 @@ from segmend.datamodules.voc_format import (
     read_image,
     read_index_mask,
 )
+from torch.utils.data import Dataset
 
 DATASETS_DOC = "docs/datasets.md"
 
@@ -37,6 +36,7 @@ def missing_data_error(path: Path, expected: str, section: str) -> FileNotFoundE
         path: The path that was looked at.
         expected: What should be there.
         section: Section of ``docs/datasets.md`` that explains the layout.
+
     """
     return FileNotFoundError(
         f"Dataset not found: looked at {path}, expected {expected}. "
@@ -50,6 +50,7 @@ def read_split_ids(root: Path, split: str, image_sets: str = "ImageSets/Segmenta
 
     Raises:
         FileNotFoundError: If the list is missing, with the path and what was expected.
+
     """
     path = root / image_sets / f"{split}.txt"
     if not path.is_file():
@@ -69,6 +70,7 @@ class VOCSegmentationDataset(Dataset):
         with_masks: Read masks; ``False`` gives image-only (weak) samples.
         with_boxes: Read ``Annotations/<id>.xml`` and add the box mask.
         keep_difficult: Keep boxes flagged difficult.
+
     """
 
     def __init__(
@@ -113,12 +115,11 @@ class VOCSegmentationDataset(Dataset):
         Raises:
             DataFormatError: If the mask is missing, of another size than the image, or holds
                 values that are neither classes nor the ignore label.
+
         """
         path = self.mask_path(sample_id)
         if not path.is_file():
-            raise DataFormatError(
-                f"Image {self.image_path(sample_id)} has no mask: expected {path}."
-            )
+            raise DataFormatError(f"Image {self.image_path(sample_id)} has no mask: expected {path}.")
         mask = read_index_mask(path)
         if mask.shape != image_shape:
             raise DataFormatError(
@@ -142,7 +143,9 @@ class VOCSegmentationDataset(Dataset):
         boxes = None
         if self.with_boxes:
             annotations = parse_voc_xml(
-                self.root / "Annotations" / f"{sample_id}.xml", self.class_names, self.keep_difficult
+                self.root / "Annotations" / f"{sample_id}.xml",
+                self.class_names,
+                self.keep_difficult,
             )
             boxes = box_mask(annotations, len(self.class_names), *image.shape[:2])
         return self.transform(image, mask, boxes, sample_id)

@@ -53,6 +53,7 @@ def read_image(path: Path) -> np.ndarray:
 
     Raises:
         DataFormatError: If the file is missing, unreadable or truncated.
+
     """
     try:
         with Image.open(path) as img:
@@ -61,8 +62,10 @@ def read_image(path: Path) -> np.ndarray:
     except FileNotFoundError as err:
         raise DataFormatError(f"Image file not found: {path}") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataFormatError(f"Cannot decode image {path}: {err}. The file is corrupt or truncated; "
-                              "re-extract it from the dataset archive.") from err
+        raise DataFormatError(
+            f"Cannot decode image {path}: {err}. The file is corrupt or truncated; "
+            "re-extract it from the dataset archive."
+        ) from err
 
 
 def read_index_mask(path: Path) -> np.ndarray:
@@ -71,6 +74,7 @@ def read_index_mask(path: Path) -> np.ndarray:
     Raises:
         DataFormatError: If the file is missing, unreadable, or an RGB(A) image (a palette mask
             that was converted to colours, which loses the class indices).
+
     """
     try:
         with Image.open(path) as img:
@@ -97,9 +101,7 @@ def write_palette_mask(path: Path, mask: np.ndarray, palette: np.ndarray | None 
     img.save(path)
 
 
-def parse_voc_xml(
-    path: Path, class_names: Sequence[str], keep_difficult: bool = True
-) -> list[BoxAnnotation]:
+def parse_voc_xml(path: Path, class_names: Sequence[str], keep_difficult: bool = True) -> list[BoxAnnotation]:
     """Read the object boxes of a VOC ``Annotations/*.xml`` file.
 
     Args:
@@ -112,6 +114,7 @@ def parse_voc_xml(
 
     Raises:
         DataFormatError: If the file is unreadable or names an unknown class.
+
     """
     try:
         root = ET.parse(path).getroot()
@@ -151,6 +154,7 @@ def write_voc_xml(
         size: Image (height, width).
         boxes: Object boxes in 0-based inclusive coordinates.
         class_names: Class names by index.
+
     """
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "VOC2012"
@@ -166,7 +170,7 @@ def write_voc_xml(
         ET.SubElement(obj, "truncated").text = "0"
         ET.SubElement(obj, "difficult").text = "1" if box.difficult else "0"
         bndbox = ET.SubElement(obj, "bndbox")
-        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (box.xmin, box.ymin, box.xmax, box.ymax)):
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (box.xmin, box.ymin, box.xmax, box.ymax), strict=False):
             ET.SubElement(bndbox, key).text = str(value + 1)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8")

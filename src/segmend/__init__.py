@@ -1,2 +1,3 @@
 """segmend: segmentation with scarce, weak, coarse or wrong labels."""
+
 __version__ = "0.1.0"

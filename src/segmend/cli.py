@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-import segmend.callbacks  # noqa: F401  (registers short class names for YAML)
-import segmend.datamodules  # noqa: F401
-import segmend.modules  # noqa: F401
+import segmend.callbacks
+import segmend.datamodules
+import segmend.modules
+
+SHORT_NAMES = tuple(
+    sorted(set(segmend.modules.__all__) | set(segmend.datamodules.__all__) | set(segmend.callbacks.__all__))
+)
+
+
+class SegmendArgumentParser(LightningArgumentParser):
+    """Argument parser whose errors about unknown classes say which short names exist."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """Report a parse error, with a hint when a class path could not be resolved."""
+        if "import path" in message or "class_path" in message:
+            message += (
+                "\nhint: a class_path is one of segmend's short names ("
+                + ", ".join(SHORT_NAMES)
+                + ") or a full import path such as lightning.pytorch.callbacks.ModelCheckpoint;"
+                " check its spelling and that the package defining it is installed."
+            )
+        super().error(message, ex)
 
 
 class SegmendCLI(LightningCLI):
@@ -18,7 +36,8 @@ class SegmendCLI(LightningCLI):
 
     * ``model`` and ``data`` accept any LightningModule / LightningDataModule, by short name
       (``class_path: SegmentationModule``) for segmend's own classes.
-    * ``num_classes`` and ``class_names`` are linked from the DataModule to the model.
+    * ``num_classes`` and ``class_names`` are linked from the DataModule to the model; a
+      ``model.init_args.num_classes`` that contradicts the data stops the run.
     * The optimizer and schedule are constructor arguments of the model (no top-level
       ``--optimizer``), so methods that need several parameter groups keep them.
     * The saved ``config.yaml`` records the seed and is overwritten when a run directory is
@@ -30,26 +49,49 @@ class SegmendCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", SegmendArgumentParser)
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """Remember a ``num_classes`` written in the config, to compare it with the data."""
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        self._configured_num_classes = config.get("model", {}).get("init_args", {}).get("num_classes")
+
+    def instantiate_classes(self) -> None:
+        """Instantiate, then stop if the config's ``num_classes`` contradicts the data.
+
+        Raises:
+            ValueError: If ``model.init_args.num_classes`` differs from the DataModule's.
+
+        """
+        super().instantiate_classes()
+        data_classes = getattr(self.datamodule, "num_classes", None)
+        requested = self._configured_num_classes
+        if requested is not None and data_classes is not None and requested != data_classes:
+            raise ValueError(
+                f"num_classes mismatch: the config sets model.init_args.num_classes={requested} "
+                f"but the data ({type(self.datamodule).__name__}) has {data_classes} classes. "
+                "Remove model.init_args.num_classes (segmend takes it from the data) or use data "
+                "with that many classes."
+            )
+
     def after_fit(self) -> None:
         """Print the final validation scores."""
         metrics = self.trainer.callback_metrics
         if self.trainer.is_global_zero and "val/mIoU" in metrics:
             scores = ", ".join(
-                f"{key} {float(metrics[key]):.4f}" for key in ("val/mIoU", "val/aAcc", "val/mAcc")
-                if key in metrics
+                f"{key} {float(metrics[key]):.4f}" for key in ("val/mIoU", "val/aAcc", "val/mAcc") if key in metrics
             )
             print(f"Final validation: {scores}")
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``segmend`` and ``lightning`` console scripts."""
-    SegmendCLI(args=args if args is not None else sys.argv[1:])
+    SegmendCLI(args=args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def default_optimizer(params: Iterable[Any]) -> Optimizer:
 
     Returns:
         The optimizer.
+
     """
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
@@ -36,6 +37,7 @@ class TotalStepsAware:
 
         Args:
             total_steps: Number of optimizer steps of the whole fit.
+
         """
         if self.total_steps is None:
             self.total_steps = max(1, int(total_steps))
@@ -50,6 +52,7 @@ class PolyLR(TotalStepsAware, LambdaLR):
             the trainer's estimate of the whole fit.
         power: Exponent of the decay (0.9 as in DeepLab).
         min_lr_ratio: Floor of the multiplier.
+
     """
 
     def __init__(
@@ -80,5 +83,6 @@ def default_lr_scheduler(optimizer: Optimizer) -> PolyLR:
 
     Returns:
         The schedule; its total steps are bound by the module once the trainer is known.
+
     """
     return PolyLR(optimizer)

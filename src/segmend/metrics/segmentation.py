@@ -38,6 +38,7 @@ class _ConfusionMatrixMetric(MulticlassConfusionMatrix):
 
         Raises:
             ValueError: If a label is neither a class index nor the ignore index.
+
         """
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
@@ -124,6 +125,7 @@ def segmentation_metrics(
 
     Returns:
         A collection whose members share one confusion matrix.
+
     """
     return MetricCollection(
         {

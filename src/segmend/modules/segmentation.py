@@ -26,14 +26,15 @@ class SegmentationModule(LightningModule):
     :meth:`parameter_groups`; the training, validation and test steps share :meth:`shared_step`.
 
     Args:
-        num_classes: Number of classes, background included. ``segmend fit`` links it from the
-            DataModule.
+        num_classes: Number of classes, background included. Required, except under
+            ``segmend``/``lightning`` where it is linked from the DataModule.
         class_names: Names of the classes, used in per-class metric keys and image legends.
         arch: segmentation-models-pytorch architecture, e.g. ``"DeepLabV3Plus"``.
         encoder_name: segmentation-models-pytorch encoder, e.g. ``"resnet18"``.
         encoder_weights: Pretrained encoder weights; ``None`` (default) downloads nothing.
         net: Any ``nn.Module`` mapping (B, 3, H, W) to (B, num_classes, h, w) logits (or a dict
             with key ``"out"``); when given, ``arch`` and ``encoder_*`` are ignored.
+        net_kwargs: Extra arguments of the smp architecture, e.g. ``{"decoder_channels": 128}``.
         ignore_index: Label of unlabeled pixels.
         optimizer: Callable building the optimizer from parameter groups; ``None`` gives SGD
             (lr 0.01, momentum 0.9, weight decay 5e-4).
@@ -43,16 +44,18 @@ class SegmentationModule(LightningModule):
         tta_flip: Add horizontally flipped views to test-time augmentation.
         tta_on_val: Also apply test-time augmentation during validation (always applied in
             test and predict when configured).
+
     """
 
     def __init__(
         self,
-        num_classes: int = 21,
+        num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         arch: str = "DeepLabV3Plus",
         encoder_name: str = "resnet18",
         encoder_weights: str | None = None,
         net: nn.Module | None = None,
+        net_kwargs: dict[str, Any] | None = None,
         ignore_index: int = 255,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -61,6 +64,11 @@ class SegmentationModule(LightningModule):
         tta_on_val: bool = False,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError(
+                "num_classes is required: pass the number of classes of your data (background "
+                "included), or run through `segmend fit`, which takes it from the DataModule."
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2 (background + 1), got {num_classes}.")
         if class_names is not None and len(class_names) != num_classes:
@@ -86,7 +94,13 @@ class SegmentationModule(LightningModule):
         """Build the network unless one was given."""
         if self.net is None:
             hp = self.hparams
-            self.net = build_smp_net(hp.arch, hp.encoder_name, self.num_classes, hp.encoder_weights)
+            self.net = build_smp_net(
+                hp.arch,
+                hp.encoder_name,
+                self.num_classes,
+                hp.encoder_weights,
+                **(hp.net_kwargs or {}),
+            )
 
     def configure_losses(self) -> None:
         """Set ``self.criterion``: pixel-wise cross-entropy ignoring ``ignore_index``."""
@@ -120,6 +134,7 @@ class SegmentationModule(LightningModule):
 
         Raises:
             ValueError: If the DataModule's ``num_classes`` differs from the model's.
+
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         data_classes = getattr(datamodule, "num_classes", None)
@@ -155,9 +170,7 @@ class SegmentationModule(LightningModule):
     def predict_probabilities(self, image: Tensor, stage: str = "predict") -> Tensor:
         """(B, C, H, W) class probabilities, with test-time augmentation where configured."""
         if self._tta_active(stage):
-            return tta_probabilities(
-                self, image, tuple(self.hparams.tta_scales), bool(self.hparams.tta_flip)
-            )
+            return tta_probabilities(self, image, tuple(self.hparams.tta_scales), bool(self.hparams.tta_flip))
         return self(image).softmax(dim=1)
 
     # ------------------------------------------------------------------ steps
@@ -181,8 +194,13 @@ class SegmentationModule(LightningModule):
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch)
         batch_size = batch["image"].shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=batch_size,
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage == "train",
+            batch_size=batch_size,
+            sync_dist=stage != "train",
+        )
         if stage != "train":
             scores = self.predict_probabilities(batch["image"], stage) if self._tta_active(stage) else logits
             self._metrics(stage).update(scores.argmax(dim=1), self.targets(batch))
@@ -219,6 +237,7 @@ class SegmentationModule(LightningModule):
 
         Returns:
             ``{"id": list[str], "labels": (B, H, W) long, "probs": (B, C, H, W) float}``.
+
         """
         probs = self.predict_probabilities(batch["image"], "predict")
         return {"id": batch.get("id"), "labels": probs.argmax(dim=1), "probs": probs}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import segmentation_models_pytorch as smp
 from torch import nn
 
@@ -17,6 +19,7 @@ def build_smp_net(
     num_classes: int,
     encoder_weights: str | None = None,
     in_channels: int = 3,
+    **kwargs: Any,
 ) -> nn.Module:
     """Create an encoder-decoder network from segmentation-models-pytorch.
 
@@ -28,12 +31,14 @@ def build_smp_net(
             Anything but ``None`` makes smp download weights, which segmend never does
             implicitly, so the caller must have them cached.
         in_channels: Number of image channels.
+        **kwargs: Further arguments of the architecture (e.g. ``decoder_channels``).
 
     Returns:
         The network; ``forward`` maps (B, in_channels, H, W) to (B, num_classes, H, W) logits.
 
     Raises:
         ValueError: If the architecture or encoder name is unknown.
+
     """
     arch_cls = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}.get(arch)
     if arch_cls is None:
@@ -52,4 +57,5 @@ def build_smp_net(
         encoder_weights=encoder_weights,
         in_channels=in_channels,
         classes=num_classes,
+        **kwargs,
     )

@@ -39,14 +39,15 @@ def tta_probabilities(
 
     Returns:
         (B, C, H, W) mean softmax probabilities at the input resolution.
+
     """
     height, width = image.shape[-2:]
     total: Tensor | None = None
     count = 0
     for scale in scales:
         size = (_snap(height, scale, size_multiple), _snap(width, scale, size_multiple))
-        scaled = image if size == (height, width) else F.interpolate(
-            image, size=size, mode="bilinear", align_corners=False
+        scaled = (
+            image if size == (height, width) else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         )
         views = [(scaled, False)] + ([(torch.flip(scaled, dims=[-1]), True)] if flip else [])
         for view, flipped in views:

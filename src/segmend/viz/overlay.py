@@ -53,11 +53,15 @@ def overlay_grid(
 
     Returns:
         (rows * (H + gap), 3 * (W + gap), 3) uint8 grid.
+
     """
     rows = []
     for image, target, pred in zip(images, targets, predictions, strict=True):
-        tiles = [image, blend(image, colorize(target, palette, ignore_index)),
-                 blend(image, colorize(pred, palette, ignore_index))]
+        tiles = [
+            image,
+            blend(image, colorize(target, palette, ignore_index)),
+            blend(image, colorize(pred, palette, ignore_index)),
+        ]
         padded = [np.pad(t, ((0, gap), (0, gap), (0, 0)), constant_values=255) for t in tiles]
         rows.append(np.concatenate(padded, axis=1))
     return np.concatenate(rows, axis=0)
