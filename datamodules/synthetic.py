@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from PIL import Image
 from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules import synthetic_scenes
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
 from segmend.datamodules.voc import VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, write_palette_mask, write_voc_xml
@@ -28,6 +29,12 @@ from torch.utils.data import Dataset
 
 GENERATOR_VERSION = 1
 MARKER = "segmend_synthetic.json"
+
+
+def generator_fingerprint() -> str:
+    """Hash of the scene generator's source, so a changed generator never reuses a stale cache."""
+    source = Path(synthetic_scenes.__file__).read_bytes()
+    return f"{GENERATOR_VERSION}-{hashlib.sha1(source).hexdigest()[:12]}"
 
 
 def default_cache_dir() -> Path:
@@ -93,7 +100,7 @@ def generate_synthetic_voc(
         (tmp / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     (tmp / "wild.json").write_text(json.dumps(wild_meta, indent=1))
     params = {
-        "version": GENERATOR_VERSION,
+        "generator": generator_fingerprint(),
         "seed": seed,
         "num_train": num_train,
         "num_val": num_val,
@@ -158,7 +165,7 @@ class SyntheticDataModule(SegmentationDataModule):
             image_size=image_size,
         )
         self.labels = labels
-        key = hashlib.sha1(json.dumps([GENERATOR_VERSION, self.params], sort_keys=True).encode())
+        key = hashlib.sha1(json.dumps([generator_fingerprint(), self.params], sort_keys=True).encode())
         self.root = Path(cache_dir or default_cache_dir()) / f"synthetic-{key.hexdigest()[:10]}"
 
     def prepare_data(self) -> None:
