@@ -55,7 +55,9 @@ def test_wandb_images_carry_masks_and_class_labels(tiny_synthetic, tmp_path: Pat
     assert len(images) == 3
     masks = images[0]._masks
     assert set(masks) == {"predictions", "ground_truth"}
-    assert masks["ground_truth"]._class_labels[1] == "disc"
+    ground_truth = masks["ground_truth"]._val
+    assert ground_truth["class_labels"][1] == "disc"
+    assert ground_truth["mask_data"].shape == (64, 64)
 
 
 def test_arguments_are_checked():

@@ -77,7 +77,6 @@ def test_default_optimizer_and_poly_schedule_bound_to_the_fit():
     module = tiny_module()
     trainer = Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     module.trainer = trainer
-    trainer.fit_loop.max_steps = 10
     config = module.configure_optimizers()
     optimizer = config["optimizer"]
     scheduler = config["lr_scheduler"]["scheduler"]
