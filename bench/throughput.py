@@ -2,7 +2,8 @@
 
 Both train the same DeepLabV3+ (resnet18) from the same initial weights on the same synthetic
 batches with the same optimizer, schedule and batch size. The two are run alternately
-(``--repeats`` rounds) in one process so drift of the machine hits both; each round times
+(``--repeats`` rounds, the first of the two swapped every round) in one process so drift
+of the machine hits both; each round times
 ``--steps`` steps after ``--warmup`` untimed ones. A third measurement runs the data pipeline
 alone (decode + augment + collate through the same DataLoader) to show it is not the bottleneck.
 
@@ -142,10 +143,16 @@ def main() -> None:
         )
         module.load_state_dict(initial)
         plain_net = copy.deepcopy(module.net)
-        torch.manual_seed(args.seed + round_index)
-        plain = plain_images_per_s(plain_net, datamodule, args.steps, args.warmup)
-        torch.manual_seed(args.seed + round_index)
-        lightning = lightning_images_per_s(module, datamodule, args.steps, args.warmup)
+        # alternate which loop goes first so warm caches or drift do not favour one side
+        order = ("plain", "lightning") if round_index % 2 == 0 else ("lightning", "plain")
+        speeds = {}
+        for name in order:
+            torch.manual_seed(args.seed + round_index)
+            if name == "plain":
+                speeds[name] = plain_images_per_s(plain_net, datamodule, args.steps, args.warmup)
+            else:
+                speeds[name] = lightning_images_per_s(module, datamodule, args.steps, args.warmup)
+        plain, lightning = speeds["plain"], speeds["lightning"]
         pipeline = pipeline_images_per_s(datamodule, args.steps)
         rows.append((plain, lightning, pipeline))
         print(
@@ -174,7 +181,7 @@ def write_report(args, rows, plain_med, lightning_med, pipeline_med, ratio_med) 
         f"Machine: {machine}  ",
         f"Seed: {args.seed}; DeepLabV3+ (resnet18, random init), synthetic {args.image_size}x{args.image_size} "
         f"images, batch size {args.batch_size}, SGD + poly schedule, {args.num_workers} DataLoader worker(s); "
-        f"{args.steps} timed steps after {args.warmup} warm-up steps per measurement, {args.repeats} alternating rounds.",
+        f"{args.steps} timed steps after {args.warmup} warm-up steps per measurement, {args.repeats} rounds, the order of the two swapped every round.",
         "",
         "| round | plain PyTorch loop (img/s) | SegmentationModule + Trainer (img/s) | ratio | data pipeline only (img/s) |",
         "|---|---|---|---|---|",

@@ -2,6 +2,6 @@
 
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.synthetic import SyntheticDataModule
-from segmend.datamodules.voc import VOCSegmentationDataset
+from segmend.datamodules.voc import VOCDataModule, VOCSegmentationDataset
 
-__all__ = ["SegmentationDataModule", "SyntheticDataModule", "VOCSegmentationDataset"]
+__all__ = ["SegmentationDataModule", "SyntheticDataModule", "VOCDataModule", "VOCSegmentationDataset"]

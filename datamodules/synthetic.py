@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
-from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules import synthetic_scenes
+from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
 from segmend.datamodules.voc import VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, write_palette_mask, write_voc_xml

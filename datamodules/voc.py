@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.voc_format import (
     IGNORE_INDEX,
     DataFormatError,
@@ -149,3 +150,52 @@ class VOCSegmentationDataset(Dataset):
             )
             boxes = box_mask(annotations, len(self.class_names), *image.shape[:2])
         return self.transform(image, mask, boxes, sample_id)
+
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+class VOCDataModule(SegmentationDataModule):
+    """PASCAL VOC 2012 segmentation (21 classes) from its ``VOCdevkit/VOC2012`` folder.
+
+    Args:
+        root: The ``VOC2012`` folder (holding ``JPEGImages``, ``SegmentationClass``, ``ImageSets``).
+        train_split: Id list used for training (``ImageSets/Segmentation/<name>.txt``).
+        val_split: Id list used for validation.
+        test_split: Id list used for testing.
+        mask_dir: Folder of label PNGs.
+        keep_difficult: Keep boxes flagged difficult (with ``with_boxes``).
+        **kwargs: Loader and augmentation settings of :class:`SegmentationDataModule`.
+
+    """
+
+    class_names = VOC_CLASSES
+
+    def __init__(
+        self,
+        root: str = "data/VOCdevkit/VOC2012",
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        mask_dir: str = "SegmentationClass",
+        keep_difficult: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.mask_dir = mask_dir
+        self.keep_difficult = keep_difficult
+
+    def build_dataset(self, split: str, train: bool) -> Dataset:  # noqa: D102
+        return VOCSegmentationDataset(
+            self.root,
+            self.splits.get(split, split),
+            self.class_names,
+            mask_dir=self.mask_dir,
+            keep_difficult=self.keep_difficult,
+            **self.sample_kwargs(train),
+        )

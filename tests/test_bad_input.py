@@ -97,3 +97,30 @@ def test_crop_required_with_rescaling():
 
     with pytest.raises(ValueError, match="crop_size must be set"):
         SyntheticDataModule(crop_size=None, scale_range=(0.5, 2.0))
+
+
+def test_missing_dataset_through_the_cli(tmp_path: Path):
+    from segmend.cli import main
+
+    args = [
+        "fit",
+        "--model=SegmentationModule",
+        "--data=VOCDataModule",
+        f"--data.root={tmp_path / 'VOC2012'}",
+        "--trainer.fast_dev_run=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    with pytest.raises(FileNotFoundError, match=r"looked at .*VOC2012/JPEGImages, expected a folder of <id>.jpg"):
+        main(args)
+
+
+def test_voc_datamodule_reads_a_voc_tree(tmp_path: Path):
+    from segmend.datamodules import VOCDataModule
+
+    make_voc(tmp_path)
+    dm = VOCDataModule(root=str(tmp_path), train_split="train", val_split="train", crop_size=32, batch_size=2)
+    assert dm.num_classes == 21
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 32, 32)

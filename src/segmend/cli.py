@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import segmend.callbacks
@@ -12,7 +12,12 @@ import segmend.datamodules
 import segmend.modules
 
 SHORT_NAMES = tuple(
-    sorted(set(segmend.modules.__all__) | set(segmend.datamodules.__all__) | set(segmend.callbacks.__all__))
+    sorted(
+        name
+        for package in (segmend.modules, segmend.datamodules, segmend.callbacks)
+        for name in package.__all__
+        if issubclass(getattr(package, name), (LightningModule, LightningDataModule, Callback))
+    )
 )
 
 
