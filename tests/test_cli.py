@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from segmend.cli import main
+from segmend.cli import SegmendCLI, main
 from tests.conftest import CONFIGS, REPO, fast_cli_args
 
 
@@ -89,3 +90,11 @@ def test_num_classes_mismatch_between_config_and_data(tmp_path: Path, data_cache
     config = REPO / "configs" / "baseline_synthetic.yaml"
     with pytest.raises(ValueError, match=r"num_classes mismatch.*num_classes=4.*6 classes"):
         main(["fit", *fast_cli_args(config, tmp_path, data_cache), "--model.init_args.num_classes=4"])
+
+
+def test_any_nn_module_as_net_by_class_path(tmp_path: Path, data_cache: Path):
+    config = REPO / "configs" / "baseline_synthetic.yaml"
+    net = "{class_path: torch.nn.Conv2d, init_args: {in_channels: 3, out_channels: 6, kernel_size: 1}}"
+    cli = SegmendCLI(args=[*fast_cli_args(config, tmp_path, data_cache), f"--model.init_args.net={net}"], run=False)
+    assert isinstance(cli.model.net, torch.nn.Conv2d)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
