@@ -14,6 +14,70 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _warp(array: np.ndarray, matrix: np.ndarray, size: int, interpolation: int, fill: float) -> np.ndarray:
+    """Affine-warp ``array`` (H, W[, C]) into a ``size`` x ``size`` output; OpenCV handles at most 4 channels."""
+    if array.ndim == 3 and array.shape[2] > 4:
+        chunks = [_warp(array[..., i : i + 4], matrix, size, interpolation, fill) for i in range(0, array.shape[2], 4)]
+        return np.concatenate([c if c.ndim == 3 else c[..., None] for c in chunks], axis=2)
+    out = cv2.warpAffine(
+        array, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
+    )
+    if array.ndim == 3 and out.ndim == 2:
+        out = out[..., None]
+    return out
+
+
+class RandomScaleCrop(A.DualTransform):
+    """Rescale by a random factor, pad (bottom/right) to the crop size and take a random crop, in one warp.
+
+    Equivalent to ``RandomScale`` + ``PadIfNeeded`` + ``RandomCrop`` but only the ``size`` x ``size``
+    output pixels are ever computed, so a 2048x1024 Cityscapes image scaled by 2 costs no more than
+    a small one. Images are interpolated bilinearly and padded with ``fill``; masks use nearest
+    neighbours and ``fill_mask``.
+
+    Args:
+        size: Side of the square output.
+        scale_range: Range of the uniform random rescale factor.
+        fill: Padding value of images.
+        fill_mask: Padding value of masks (the ignore label).
+        p: Probability of applying the transform.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        fill: float = 0.0,
+        fill_mask: float = IGNORE_INDEX,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.size = size
+        self.scale_range = scale_range
+        self.fill = fill
+        self.fill_mask = fill_mask
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """Draw the scale and the crop offset (in scaled coordinates) for this sample."""
+        height, width = params["shape"][:2]
+        scale = self.py_random.uniform(*self.scale_range)
+        top = self.py_random.uniform(0, max(height * scale - self.size, 0))
+        left = self.py_random.uniform(0, max(width * scale - self.size, 0))
+        # pixel centres map like cv2.resize: dst + 0.5 = (src + 0.5) * scale - offset
+        shift = 0.5 * scale - 0.5
+        matrix = np.array([[scale, 0.0, shift - round(left)], [0.0, scale, shift - round(top)]], dtype=np.float64)
+        return {"matrix": matrix}
+
+    def apply(self, img: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:  # noqa: D102
+        return _warp(img, matrix, self.size, cv2.INTER_LINEAR, self.fill)
+
+    def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:  # noqa: D102
+        return _warp(mask, matrix, self.size, cv2.INTER_NEAREST, self.fill_mask)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:  # noqa: D102
+        return ("size", "scale_range", "fill", "fill_mask")
+
+
 def train_transform(
     crop_size: int | None = None,
     scale_range: tuple[float, float] = (0.5, 2.0),
@@ -39,29 +103,14 @@ def train_transform(
     if not 0 < low <= high:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}.")
     steps: list[Any] = []
-    if (low, high) != (1.0, 1.0):
+    if crop_size is not None:  # scale and crop in one warp, before any other work
+        steps.append(RandomScaleCrop(crop_size, (low, high)))
+    elif (low, high) != (1.0, 1.0):
         steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0))
     if rotation > 0:
         steps.append(
-            A.Rotate(
-                limit=rotation,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=IGNORE_INDEX,
-                p=1.0,
-            )
+            A.Rotate(limit=rotation, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=1.0)
         )
-    if crop_size is not None:
-        steps += [
-            A.PadIfNeeded(
-                crop_size,
-                crop_size,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=IGNORE_INDEX,
-            ),
-            A.RandomCrop(crop_size, crop_size),
-        ]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     if color_jitter > 0:
