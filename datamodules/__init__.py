@@ -1,11 +1,17 @@
 """DataModules and readers: ``from segmend.datamodules import SyntheticDataModule``."""
 
+from segmend.datamodules.ade20k import ADE20KDataModule, ADE20KDataset
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.cityscapes import CityscapesDataModule, CityscapesDataset
+from segmend.datamodules.pool import ImageFolderPool, ImageFolderPoolDataModule
 from segmend.datamodules.synthetic import SyntheticDataModule
 from segmend.datamodules.voc import VOCDataModule, VOCSegmentationDataset
 
 __all__ = [
+    "ADE20KDataModule",
+    "ADE20KDataset",
+    "ImageFolderPool",
+    "ImageFolderPoolDataModule",
     "CityscapesDataModule",
     "CityscapesDataset",
     "SegmentationDataModule",

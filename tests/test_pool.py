@@ -1,0 +1,217 @@
+"""Unlabeled image pools: scanning, ids, the skip report, loaders and `segmend predict`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from segmend.datamodules.pool import (
+    LOAD_FAILURE,
+    ImageFolderPool,
+    ImageFolderPoolDataModule,
+    SkipNoneDataLoader,
+    collate_skip_none,
+)
+from segmend.datamodules.voc_format import DataFormatError
+
+GOOD = ["a.jpg", "a.png", "b.png", "sub/c.webp", "sub/deeper/d.JPG", "sub/e.jpeg"]
+BAD = {
+    "bad/corrupt.png": "corrupt or truncated",
+    "bad/truncated.jpg": "corrupt or truncated: OSError: image file is truncated",
+    "bad/empty.png": "empty file (0 bytes)",
+    "sub/fake.jpg": "not an image",
+}
+SIZES = [(48, 64), (64, 48), (40, 56)]
+
+
+def make_pool(root: Path) -> Path:
+    """A nested tree of good images in several formats and sizes, bad files and a non-image file."""
+    rng = np.random.default_rng(0)
+    for i, rel in enumerate(GOOD):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}[path.suffix.lower()]
+        Image.fromarray(rng.integers(0, 255, (*SIZES[i % 3], 3), dtype=np.uint8)).save(path, format=fmt)
+    (root / "bad").mkdir()
+    png = root / "bad/corrupt.png"
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(png)
+    data = bytearray(png.read_bytes())
+    start = data.find(b"IDAT") + 20
+    data[start : start + 40] = bytes(b ^ 0xFF for b in data[start : start + 40])  # broken pixel data, header intact
+    png.write_bytes(bytes(data))
+    jpg = root / "bad/truncated.jpg"
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(jpg)
+    jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
+    (root / "bad/empty.png").write_bytes(b"")
+    (root / "sub/fake.jpg").write_text("this is not an image")
+    (root / "notes.txt").write_text("ignored")
+    (root / "sub/deeper/labels.json").write_text("{}")
+    return root
+
+
+@pytest.fixture
+def pool_root(tmp_path: Path) -> Path:
+    return make_pool(tmp_path / "pool")
+
+
+def test_ids_sorted_stable_and_location_independent(pool_root: Path, tmp_path: Path):
+    pool = ImageFolderPool(pool_root)
+    assert pool.ids == GOOD  # relative POSIX paths with their extension: a.jpg and a.png both kept
+    moved = shutil.copytree(pool_root, tmp_path / "elsewhere" / "copy")
+    assert ImageFolderPool(moved).ids == GOOD
+    assert ImageFolderPool(pool_root).ids == pool.ids
+
+
+def test_report_lists_exactly_the_bad_files(pool_root: Path, tmp_path: Path):
+    pool = ImageFolderPool(pool_root)
+    report = pool.report
+    assert (report.num_images, report.num_skipped) == (6, 4)
+    skipped = dict(report.skipped)
+    assert sorted(skipped) == sorted(BAD)  # the .txt and .json files are neither served nor counted
+    for path, reason in BAD.items():
+        assert skipped[path].startswith(reason), (path, skipped[path])
+    written = json.loads(pool.write_report(tmp_path / "out" / "report.json").read_text())
+    assert written["num_images"] == 6 and written["num_skipped"] == 4 and written["verify"] == "decode"
+    assert {s["path"] for s in written["skipped"]} == set(BAD)
+
+
+def test_header_scan_lets_pixel_damage_through_to_loading(pool_root: Path):
+    pool = ImageFolderPool(pool_root, verify="header")
+    assert sorted(dict(pool.report.skipped)) == ["bad/empty.png", "sub/fake.jpg"]
+    assert "bad/truncated.jpg" in pool.ids and "bad/corrupt.png" in pool.ids
+    assert pool[pool.ids.index("bad/truncated.jpg")] is None
+    pool[pool.ids.index("bad/truncated.jpg")]  # a second failure is recorded once
+    skipped = dict(pool.report.skipped)
+    assert skipped["bad/truncated.jpg"].startswith(LOAD_FAILURE)
+    assert (pool.report.num_images, pool.report.num_skipped) == (7, 3)
+
+
+def test_samples_follow_the_batch_contract(pool_root: Path):
+    pool = ImageFolderPool(pool_root)
+    sample = pool[pool.ids.index("sub/e.jpeg")]  # a 40x56 image, padded to 64x64
+    assert sample["id"] == "sub/e.jpeg" and sample["has_mask"] is False
+    assert sample["image"].shape == (3, 64, 64) and sample["image"].dtype == torch.float32
+    assert sample["mask"].dtype == torch.long and (sample["mask"] == 255).all()
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_never_yields_a_bad_sample(pool_root: Path, num_workers: int):
+    dm = ImageFolderPoolDataModule(
+        root=str(pool_root),
+        class_names=["x", "y"],
+        image_size=40,
+        batch_size=2,
+        num_workers=num_workers,
+        verify="header",
+    )
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    ids = [i for batch in batches for i in batch["id"]]
+    assert ids == GOOD  # corrupt.png and truncated.jpg passed the header scan but were dropped at load
+    for batch in batches:
+        assert batch["image"].shape[1:] == (3, 64, 64)  # longer side 40, padded to 64 (a multiple of 32)
+        assert torch.isfinite(batch["image"]).all()
+        assert not batch["has_mask"].any() and (batch["mask"] == 255).all()
+    if num_workers == 0:  # failures recorded in workers stay in the workers (documented)
+        assert {p for p, r in dm.pool.report.skipped if r.startswith(LOAD_FAILURE)} == {
+            "bad/corrupt.png",
+            "bad/truncated.jpg",
+        }
+
+
+def test_file_broken_after_the_scan(pool_root: Path):
+    pool = ImageFolderPool(pool_root)
+    (pool_root / "b.png").write_bytes(b"")
+    loader = SkipNoneDataLoader(pool, batch_size=1, collate_fn=collate_skip_none)
+    ids = [batch["id"][0] for batch in loader]  # the batch holding only b.png is skipped, not None
+    assert ids == [i for i in GOOD if i != "b.png"]
+    assert dict(pool.report.skipped)["b.png"].startswith(LOAD_FAILURE)
+    assert pool.report.num_images == 5
+
+
+def test_collate_pads_mixed_sizes_and_drops_none(pool_root: Path):
+    pool = ImageFolderPool(pool_root)
+    small, large = pool[0], {**pool[0], "image": torch.zeros(3, 96, 64), "mask": torch.zeros(96, 64).long()}
+    batch = collate_skip_none([small, None, large])
+    assert batch["image"].shape == (2, 3, 96, 64)
+    assert (batch["mask"][0, 64:] == 255).all()
+    black = (0.0 - 0.485) / 0.229
+    assert torch.allclose(batch["image"][0, 0, 64:], torch.full((32, 64), black))
+    assert collate_skip_none([None, None]) is None
+
+
+def test_missing_and_empty_folders(tmp_path: Path):
+    with pytest.raises(
+        FileNotFoundError, match=r"looked at .*nowhere, expected a folder tree of images.*Unlabeled image pools"
+    ):
+        ImageFolderPool(tmp_path / "nowhere")
+    (tmp_path / "empty/sub").mkdir(parents=True)
+    (tmp_path / "empty/sub/readme.txt").write_text("no images here")
+    with pytest.raises(FileNotFoundError, match=r"looked at .*empty, expected .*\.jpg.*the folder holds none"):
+        ImageFolderPool(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"Unlabeled image pools"):
+        ImageFolderPoolDataModule(root=str(tmp_path / "empty"), class_names=["a", "b"]).setup("predict")
+
+
+def test_only_unreadable_files(tmp_path: Path):
+    (tmp_path / "x.jpg").write_bytes(b"")
+    (tmp_path / "y.png").write_text("nope")
+    with pytest.raises(DataFormatError, match=r"None of the 2 image files .*x.jpg: empty file.*y.png: not an image"):
+        ImageFolderPool(tmp_path)
+
+
+def test_datamodule_arguments_and_unavailable_stages(pool_root: Path):
+    dm = ImageFolderPoolDataModule(root=str(pool_root), class_names=["bg", "a", "b"])
+    assert dm.num_classes == 3 and dm.class_names == ("bg", "a", "b")
+    with pytest.raises(ValueError, match=r"serves only `predict`.*not the 'train' split.*labeled DataModule"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match=r"at least 2"):
+        ImageFolderPoolDataModule(root=str(pool_root), class_names=["bg"])
+    with pytest.raises(ValueError, match=r"repeats names"):
+        ImageFolderPoolDataModule(root=str(pool_root), class_names=["a", "a"])
+    with pytest.raises(ValueError, match=r"image_size must be a positive"):
+        ImageFolderPoolDataModule(root=str(pool_root), class_names=["a", "b"], image_size=0)
+
+
+def test_segmend_predict_on_the_pool(pool_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from segmend.cli import main
+    from segmend.modules import SegmentationModule
+
+    seen = []
+    original = SegmentationModule.predict_step
+
+    def spy(self, batch, batch_idx):
+        out = original(self, batch, batch_idx)
+        seen.append((self.num_classes, self.class_names, list(batch["id"]), tuple(out["probs"].shape)))
+        return out
+
+    monkeypatch.setattr(SegmentationModule, "predict_step", spy)
+    report = tmp_path / "pool_report.json"
+    main(
+        [
+            "predict",
+            "--model=SegmentationModule",
+            "--model.init_args.arch=Unet",
+            "--model.init_args.encoder_name=resnet18",
+            "--data=segmend.datamodules.pool.ImageFolderPoolDataModule",
+            f"--data.init_args.root={pool_root}",
+            "--data.init_args.class_names=[a,b,c]",
+            "--data.init_args.image_size=64",
+            "--data.init_args.batch_size=1",  # a batch holding only a file that fails at load must be skipped
+            "--data.init_args.verify=header",
+            f"--data.init_args.report_path={report}",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    assert [ids[0] for _, _, ids, _ in seen] == GOOD
+    assert all(n == 3 and names == ("a", "b", "c") and shape == (1, 3, 64, 64) for n, names, _, shape in seen)
+    written = json.loads(report.read_text())
+    assert {s["path"] for s in written["skipped"]} == set(BAD)
+    assert written["num_images"] == 6
