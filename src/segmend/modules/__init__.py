@@ -1,3 +1,4 @@
+from segmend.modules.arm import ARMModule
 from segmend.modules.segmentation import SegmentationModule
 
-__all__ = ["SegmentationModule"]
+__all__ = ["ARMModule", "SegmentationModule"]

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from segmend.metrics import segmentation_metrics
@@ -116,9 +117,13 @@ class SegmentationModule(LightningModule):
         """Parameters (or param-group dicts) handed to the optimizer; methods override this."""
         return self.parameters()
 
+    def build_optimizer(self) -> Optimizer:
+        """Build the injected optimizer over :meth:`parameter_groups`; methods adjust groups here."""
+        return self.optimizer_factory(self.parameter_groups())
+
     def configure_optimizers(self) -> dict[str, Any]:
         """Build the injected optimizer and per-step schedule."""
-        optimizer = self.optimizer_factory(self.parameter_groups())
+        optimizer = self.build_optimizer()
         scheduler = self.lr_scheduler_factory(optimizer)
         if isinstance(scheduler, TotalStepsAware):
             scheduler.bind_total_steps(int(self.trainer.estimated_stepping_batches))

@@ -1,0 +1,135 @@
+"""ARM: segmentation with an adversarially trained pixel reweighting (Zhang et al.)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor
+from torch.optim import Optimizer
+
+from segmend.losses.confidence import ConfidenceKind, confidence_map
+from segmend.losses.pixel import cross_entropy_map, gce_map
+from segmend.losses.reweighting import normalise_weights, weighted_sum
+from segmend.modules.segmentation import SegmentationModule
+from segmend.nets.arm import ARM, LinearARM
+
+
+class ARMModule(SegmentationModule):
+    """Segmentation trained on ``sum_i w_i l_i`` with weights ``w = W(confidence)``.
+
+    With ``reweighting="arm"`` the 53-parameter :class:`~segmend.nets.arm.ARM` learns ``W``
+    in its own optimizer parameter group whose learning rate is the main group's times
+    ``-arm_lr_multiplier`` (weight decay 0): it maximises the weighted loss the network
+    minimises. The groups are built in :meth:`build_optimizer` from the injected optimizer, so
+    any optimizer and schedule works. During the first ``isolation_fraction`` of the training
+    steps the network learns from the plain mean loss while ARM already learns from the detached
+    losses; then both train jointly.
+
+    Args:
+        reweighting: ``"arm"`` (learned), ``"linear"`` (fixed ``k * v + b``) or ``"none"``.
+        linear_k: Slope of the linear mapping (-0.5 suppresses confident pixels, 0.5 focuses).
+        linear_b: Intercept of the linear mapping.
+        confidence: Statistic fed to the mapping: ``var`` (paper), ``std``, ``logvar``, ``entropy``.
+        detach_confidence: Compute the confidence on detached probabilities.
+        norm_p: Norm the weight map is divided by before the detached L1 rescale (2 in the paper).
+        arm_lr_multiplier: Magnitude of ARM's learning rate relative to the main group's.
+        isolation_fraction: Fraction of the training steps before joint training starts.
+        pixel_loss: ``"ce"`` or ``"gce"`` (generalised cross-entropy).
+        gce_q: The q of GCE.
+        **kwargs: Arguments of :class:`SegmentationModule`.
+
+    """
+
+    def __init__(
+        self,
+        reweighting: Literal["arm", "linear", "none"] = "arm",
+        linear_k: float = -0.5,
+        linear_b: float = 0.5,
+        confidence: ConfidenceKind = "var",
+        detach_confidence: bool = True,
+        norm_p: float = 2.0,
+        arm_lr_multiplier: float = 1.0,
+        isolation_fraction: float = 0.05,
+        pixel_loss: Literal["ce", "gce"] = "ce",
+        gce_q: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        if arm_lr_multiplier <= 0:
+            raise ValueError(
+                f"arm_lr_multiplier is the magnitude of ARM's (negative) learning rate; got "
+                f"{arm_lr_multiplier}, give a positive number."
+            )
+        if not 0 <= isolation_fraction < 1:
+            raise ValueError(f"isolation_fraction must be in [0, 1), got {isolation_fraction}.")
+        super().__init__(**kwargs)
+
+    def configure_models(self) -> None:
+        """Build the network and the weight mapping."""
+        super().configure_models()
+        hp = self.hparams
+        self.weight_map = ARM() if hp.reweighting == "arm" else LinearARM(hp.linear_k, hp.linear_b)
+
+    # ------------------------------------------------------------------ optimisation
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The network's parameters, and ARM's in a group of their own."""
+        arm_params = list(self.weight_map.parameters())
+        arm_ids = {id(p) for p in arm_params}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in arm_ids], "name": "net"}]
+        if arm_params:
+            groups.append({"params": arm_params, "name": "arm"})
+        return groups
+
+    def build_optimizer(self) -> Optimizer:
+        """Give ARM's group a negative learning rate and no weight decay.
+
+        Raises:
+            ValueError: If the optimizer dropped or merged the parameter groups.
+
+        """
+        optimizer = super().build_optimizer()
+        groups = {group.get("name"): group for group in optimizer.param_groups}
+        if self.hparams.reweighting == "arm":
+            if set(groups) != {"net", "arm"}:
+                raise ValueError(
+                    "ARMModule needs the optimizer to keep its two parameter groups (net, arm); the "
+                    f"configured optimizer has groups {list(groups)}. Pass the optimizer as "
+                    "model.init_args.optimizer, not as a top-level optimizer."
+                )
+            groups["arm"]["lr"] = -self.hparams.arm_lr_multiplier * groups["net"]["lr"]
+            groups["arm"]["weight_decay"] = 0.0
+        return optimizer
+
+    # ------------------------------------------------------------------ loss
+    def pixel_losses(self, logits: Tensor, target: Tensor) -> Tensor:
+        """(B, H, W) loss per pixel, 0 on ignored pixels."""
+        if self.hparams.pixel_loss == "gce":
+            return gce_map(logits, target, self.hparams.gce_q, self.ignore_index)
+        return cross_entropy_map(logits, target, self.ignore_index)
+
+    def pixel_weights(self, logits: Tensor, valid: Tensor) -> Tensor:
+        """(B, H, W) normalised weights (sum 1 over the batch's valid pixels)."""
+        confidence = confidence_map(logits.softmax(dim=1), self.hparams.confidence, self.hparams.detach_confidence)
+        return normalise_weights(self.weight_map(confidence), valid, self.hparams.norm_p)
+
+    def in_isolation(self) -> bool:
+        """Whether training is still in its first phase (network on the plain loss)."""
+        if not self.training or self._trainer is None:
+            return False
+        return self.global_step < self.hparams.isolation_fraction * self.trainer.estimated_stepping_batches
+
+    def compute_loss(self, logits: Tensor, batch: dict[str, Any]) -> Tensor:
+        """Weighted loss in training; the plain mean loss in evaluation."""
+        target = self.targets(batch)
+        valid = target != self.ignore_index
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        pixel = self.pixel_losses(logits, target)
+        plain = pixel[valid].mean()
+        if self.hparams.reweighting == "none" or not self.training:
+            return plain
+        weights = self.pixel_weights(logits, valid)
+        if self.in_isolation():
+            # value of the plain loss; ARM still gets the gradient of sum(w * l) with l fixed
+            arm_term = weighted_sum(weights, pixel.detach())
+            return plain + arm_term - arm_term.detach()
+        return weighted_sum(weights, pixel)
