@@ -86,3 +86,50 @@ def default_lr_scheduler(optimizer: Optimizer) -> PolyLR:
 
     """
     return PolyLR(optimizer)
+
+
+class WarmupStepLR(TotalStepsAware, LambdaLR):
+    """Linear warm-up then step decay at fractions of the fit (the ARM paper's policy).
+
+    The multiplier rises linearly from ``warmup_start`` to 1 over the first ``warmup_fraction``
+    of the steps, then is multiplied by ``gamma`` at each fraction in ``milestones``
+    (defaults: from lr/100 over 5%, x0.1 at 60%, x0.01 at 90%). Negative learning rates (ARM's
+    group) are scaled the same way.
+
+    Args:
+        optimizer: The wrapped optimizer.
+        total_steps: Steps of the whole fit; ``None`` takes the trainer's estimate.
+        warmup_fraction: Fraction of the steps spent warming up.
+        warmup_start: Multiplier at step 0.
+        milestones: Fractions of the steps at which the multiplier drops.
+        gamma: Factor applied at each milestone.
+
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int | None = None,
+        warmup_fraction: float = 0.05,
+        warmup_start: float = 0.01,
+        milestones: tuple[float, ...] = (0.6, 0.9),
+        gamma: float = 0.1,
+    ) -> None:
+        if not 0 <= warmup_fraction < 1 or any(not 0 < m <= 1 for m in milestones):
+            raise ValueError(
+                f"warmup_fraction must be in [0, 1) and milestones in (0, 1]; got {warmup_fraction}, {milestones}."
+            )
+        self.total_steps = total_steps
+        self.warmup_fraction = warmup_fraction
+        self.warmup_start = warmup_start
+        self.milestones = tuple(sorted(milestones))
+        self.gamma = gamma
+        super().__init__(optimizer, self._multiplier)
+
+    def _multiplier(self, step: int) -> float:
+        total = self.total_steps or 1
+        warmup_steps = self.warmup_fraction * total
+        if step < warmup_steps:
+            return self.warmup_start + (1.0 - self.warmup_start) * step / warmup_steps
+        drops = sum(step >= m * total for m in self.milestones)
+        return self.gamma**drops
