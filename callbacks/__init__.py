@@ -1,5 +1,6 @@
 """Callbacks to compose into any Trainer: ``from segmend.callbacks import SegmentationImageLogger``."""
 
+from segmend.callbacks.arm_curve import ARMCurveLogger
 from segmend.callbacks.image_logger import SegmentationImageLogger
 
-__all__ = ["SegmentationImageLogger"]
+__all__ = ["ARMCurveLogger", "SegmentationImageLogger"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,7 +104,7 @@ def test_detached_confidence_sends_no_gradient_through_the_weights(detach: bool)
     logits = module(data["image"]).detach().requires_grad_(True)
     valid = data["mask"] != 255
     pixel = module.pixel_losses(logits, data["mask"]).detach()  # gradient only via the weights
-    weighted_sum(module.pixel_weights(logits, valid), pixel).backward()
+    weighted_sum(module.pixel_weights(module.confidence(logits), valid), pixel).backward()
     reached = logits.grad is not None and logits.grad.abs().sum().item() > 0
     assert reached is (not detach)
 
@@ -178,3 +179,36 @@ def test_warmup_step_schedule_follows_the_paper():
     assert lrs[0] == pytest.approx([0.01, -0.01])
     assert lrs[5] == pytest.approx([1.0, -1.0]) and lrs[59] == pytest.approx([1.0, -1.0])
     assert lrs[60] == pytest.approx([0.1, -0.1]) and lrs[90] == pytest.approx([0.01, -0.01])
+
+
+def test_arm_curve_logger_writes_plots(tiny_synthetic, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+    from segmend.callbacks import ARMCurveLogger
+
+    module = ARMModule(num_classes=6, net=nn.Conv2d(3, 6, 3, padding=1), isolation_fraction=0.0)
+    logger = CSVLogger(tmp_path)
+    trainer = Trainer(
+        max_epochs=2,
+        logger=logger,
+        callbacks=[ARMCurveLogger(every_n_steps=1)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        log_every_n_steps=1,
+    )
+    trainer.fit(module, datamodule=tiny_synthetic)
+    plots = sorted(Path(logger.log_dir).glob("arm/step*.png"))
+    assert len(plots) >= 2
+    assert "arm/closed_form_rank_corr" in trainer.callback_metrics
+
+
+def test_ohem_keeps_the_hard_pixels():
+    module = arm_module(reweighting="ohem", ohem_threshold=0.7, ohem_min_kept=10)
+    module.train()
+    data = batch()
+    logits = module(data["image"])
+    loss = module.compute_loss(logits, data)
+    valid = data["mask"] != 255
+    probs = logits.softmax(1).gather(1, data["mask"].clamp(max=3).unsqueeze(1)).squeeze(1)[valid]
+    ce = nn.functional.cross_entropy(logits, data["mask"], ignore_index=255, reduction="none")[valid]
+    threshold = max(0.7, probs.kthvalue(10).values.item())
+    assert loss.item() == pytest.approx(ce[probs <= threshold].mean().item(), rel=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -56,3 +57,39 @@ def holder_optimal_weights(mean_loss: Tensor, counts: Tensor, p: float = 2.0) ->
     shape = mean_loss.clamp_min(0).pow(1.0 / (p - 1)) * occupied
     norm = (counts * shape.pow(p)).sum().pow(1.0 / p).clamp_min(1e-12)
     return shape / norm
+
+
+class LossByConfidence:
+    """Running histogram of pixel loss over confidence bins in [-1, 1].
+
+    Args:
+        num_bins: Number of equal-width bins.
+
+    """
+
+    def __init__(self, num_bins: int = 20) -> None:
+        self.edges = torch.linspace(-1.0, 1.0, num_bins + 1)
+        self.loss_sum = torch.zeros(num_bins, dtype=torch.float64)
+        self.count = torch.zeros(num_bins, dtype=torch.float64)
+
+    @property
+    def centres(self) -> Tensor:
+        """(K,) bin centres."""
+        return (self.edges[:-1] + self.edges[1:]) / 2
+
+    def update(self, confidence: Tensor, loss: Tensor, valid: Tensor) -> None:
+        """Add the valid pixels of a batch (all tensors with the same number of elements)."""
+        conf = confidence.detach().reshape(-1)[valid.reshape(-1)].float().cpu()
+        values = loss.detach().reshape(-1)[valid.reshape(-1)].double().cpu()
+        index = torch.bucketize(conf.clamp(-1, 1), self.edges[1:-1])
+        self.loss_sum.index_add_(0, index, values)
+        self.count.index_add_(0, index, torch.ones_like(values))
+
+    def mean_loss(self) -> Tensor:
+        """(K,) mean loss per bin (0 for empty bins)."""
+        return self.loss_sum / self.count.clamp_min(1)
+
+    def reset(self) -> None:
+        """Forget everything seen so far."""
+        self.loss_sum.zero_()
+        self.count.zero_()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from segmend.losses.confidence import ConfidenceKind, confidence_map
 from segmend.losses.pixel import cross_entropy_map, gce_map
-from segmend.losses.reweighting import normalise_weights, weighted_sum
+from segmend.losses.reweighting import LossByConfidence, normalise_weights, weighted_sum
 from segmend.modules.segmentation import SegmentationModule
 from segmend.nets.arm import ARM, LinearARM
 
@@ -26,7 +27,9 @@ class ARMModule(SegmentationModule):
     losses; then both train jointly.
 
     Args:
-        reweighting: ``"arm"`` (learned), ``"linear"`` (fixed ``k * v + b``) or ``"none"``.
+        reweighting: ``"arm"`` (learned), ``"linear"`` (fixed ``k * v + b``), ``"ohem"`` (online hard
+            example mining baseline: mean loss of pixels whose true-class probability is below
+            ``ohem_threshold``, at least ``ohem_min_kept`` of them) or ``"none"``.
         linear_k: Slope of the linear mapping (-0.5 suppresses confident pixels, 0.5 focuses).
         linear_b: Intercept of the linear mapping.
         confidence: Statistic fed to the mapping: ``var`` (paper), ``std``, ``logvar``, ``entropy``.
@@ -36,13 +39,15 @@ class ARMModule(SegmentationModule):
         isolation_fraction: Fraction of the training steps before joint training starts.
         pixel_loss: ``"ce"`` or ``"gce"`` (generalised cross-entropy).
         gce_q: The q of GCE.
+        ohem_threshold: OHEM keeps pixels whose true-class probability is below this.
+        ohem_min_kept: OHEM keeps at least this many pixels per batch (the hardest ones).
         **kwargs: Arguments of :class:`SegmentationModule`.
 
     """
 
     def __init__(
         self,
-        reweighting: Literal["arm", "linear", "none"] = "arm",
+        reweighting: Literal["arm", "linear", "ohem", "none"] = "arm",
         linear_k: float = -0.5,
         linear_b: float = 0.5,
         confidence: ConfidenceKind = "var",
@@ -52,6 +57,8 @@ class ARMModule(SegmentationModule):
         isolation_fraction: float = 0.05,
         pixel_loss: Literal["ce", "gce"] = "ce",
         gce_q: float = 0.1,
+        ohem_threshold: float = 0.7,
+        ohem_min_kept: int = 10000,
         **kwargs: Any,
     ) -> None:
         if arm_lr_multiplier <= 0:
@@ -68,6 +75,8 @@ class ARMModule(SegmentationModule):
         super().configure_models()
         hp = self.hparams
         self.weight_map = ARM() if hp.reweighting == "arm" else LinearARM(hp.linear_k, hp.linear_b)
+        self.loss_by_confidence = LossByConfidence()
+        self.last_weight_map: Tensor | None = None
 
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -106,9 +115,25 @@ class ARMModule(SegmentationModule):
             return gce_map(logits, target, self.hparams.gce_q, self.ignore_index)
         return cross_entropy_map(logits, target, self.ignore_index)
 
-    def pixel_weights(self, logits: Tensor, valid: Tensor) -> Tensor:
+    def ohem_loss(self, logits: Tensor, target: Tensor, pixel: Tensor, valid: Tensor) -> Tensor:
+        """Mean loss of the hard pixels: true-class probability under the threshold, at least min_kept."""
+        with torch.no_grad():
+            safe = target.masked_fill(~valid, 0)
+            p_gt = logits.softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)[valid]
+            threshold = self.hparams.ohem_threshold
+            kept = min(self.hparams.ohem_min_kept, p_gt.numel())
+            if kept > 0:
+                threshold = max(threshold, p_gt.kthvalue(kept).values.item())
+        losses = pixel[valid]
+        hard = p_gt <= threshold
+        return losses[hard].mean()
+
+    def confidence(self, logits: Tensor) -> Tensor:
+        """(B, 1, H, W) confidence in [-1, 1] fed to the weight mapping."""
+        return confidence_map(logits.softmax(dim=1), self.hparams.confidence, self.hparams.detach_confidence)
+
+    def pixel_weights(self, confidence: Tensor, valid: Tensor) -> Tensor:
         """(B, H, W) normalised weights (sum 1 over the batch's valid pixels)."""
-        confidence = confidence_map(logits.softmax(dim=1), self.hparams.confidence, self.hparams.detach_confidence)
         return normalise_weights(self.weight_map(confidence), valid, self.hparams.norm_p)
 
     def in_isolation(self) -> bool:
@@ -127,7 +152,12 @@ class ARMModule(SegmentationModule):
         plain = pixel[valid].mean()
         if self.hparams.reweighting == "none" or not self.training:
             return plain
-        weights = self.pixel_weights(logits, valid)
+        if self.hparams.reweighting == "ohem":
+            return self.ohem_loss(logits, target, pixel, valid)
+        confidence = self.confidence(logits)
+        self.loss_by_confidence.update(confidence, pixel, valid)
+        weights = self.pixel_weights(confidence, valid)
+        self.last_weight_map = weights[0].detach()
         if self.in_isolation():
             # value of the plain loss; ARM still gets the gradient of sum(w * l) with l fixed
             arm_term = weighted_sum(weights, pixel.detach())
