@@ -45,16 +45,47 @@ def tiny_data_args(data_cache: Path) -> list[str]:
     return args
 
 
+def data_args(config: Path, data_cache: Path) -> list[str]:
+    """CLI overrides pointing a shipped config's DataModule at tiny seeded fixture data."""
+    text = config.read_text()
+    small = ["--data.init_args.crop_size=64", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0"]
+    if "class_path: CityscapesDataModule" in text:
+        from tests.cityscapes_fixture import make_cityscapes
+
+        root = data_cache / "cityscapes"
+        if not root.exists():
+            make_cityscapes(root)
+        return [f"--data.init_args.root={root}", *small]
+    if "class_path: ADE20KDataModule" in text:
+        from tests.test_ade20k import make_ade
+
+        root = data_cache / "ade20k"
+        if not root.exists():
+            make_ade(root)
+        return [f"--data.init_args.root={root}", *small]
+    return tiny_data_args(data_cache)
+
+
+CPU_TRAINER = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--trainer.precision=32-true",
+    "--trainer.sync_batchnorm=false",
+]
+
+
 def fast_cli_args(config: Path, run_dir: Path, data_cache: Path) -> list[str]:
-    """Arguments running ``config`` with fast_dev_run on tiny data, writing into ``run_dir``."""
+    """Arguments running ``config`` with fast_dev_run on tiny data on the CPU, writing into ``run_dir``."""
     return [
         "-c",
         str(config),
         "--trainer.fast_dev_run=1",
         f"--trainer.default_root_dir={run_dir}",
         "--trainer.enable_progress_bar=false",
+        *CPU_TRAINER,
         *logger_args(config, run_dir),
-        *tiny_data_args(data_cache),
+        *data_args(config, data_cache),
     ]
 
 

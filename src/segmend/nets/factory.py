@@ -46,11 +46,11 @@ def build_smp_net(
             f"Unknown segmentation-models-pytorch architecture arch={arch!r}; "
             f"expected one of {', '.join(available_architectures())}."
         )
-    if encoder_name not in smp.encoders.get_encoder_names():
+    if not encoder_name.startswith("tu-") and encoder_name not in smp.encoders.get_encoder_names():
         raise ValueError(
             f"Unknown encoder_name={encoder_name!r}; see "
             "segmentation_models_pytorch.encoders.get_encoder_names() for the accepted names "
-            "(for example 'resnet18', 'resnet50', 'mobilenet_v2')."
+            "(for example 'resnet18', 'resnet50', 'mobilenet_v2'), or 'tu-<timm model name>'."
         )
     return arch_cls(
         encoder_name=encoder_name,
