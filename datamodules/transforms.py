@@ -41,6 +41,7 @@ class RandomScaleCrop(A.DualTransform):
         fill: Padding value of images.
         fill_mask: Padding value of masks (the ignore label).
         p: Probability of applying the transform.
+
     """
 
     def __init__(
@@ -108,9 +109,7 @@ def train_transform(
     elif (low, high) != (1.0, 1.0):
         steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0))
     if rotation > 0:
-        steps.append(
-            A.Rotate(limit=rotation, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=1.0)
-        )
+        steps.append(A.Rotate(limit=rotation, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=1.0))
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     if color_jitter > 0:

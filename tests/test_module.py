@@ -151,3 +151,29 @@ def test_fit_validate_test_predict_on_synthetic(tiny_synthetic, tmp_path):
     assert test_scores["test/mIoU"] == pytest.approx(scores["val/mIoU"])  # synthetic test = val split
     predictions = trainer.predict(module, datamodule=tiny_synthetic)
     assert sum(len(p["id"]) for p in predictions) == 4
+
+
+def test_auxiliary_fcn_head_adds_weighted_loss():
+    torch.manual_seed(0)
+    module = SegmentationModule(
+        num_classes=6,
+        arch="DeepLabV3Plus",
+        encoder_name="resnet18",
+        aux_weight=0.4,
+        net_kwargs={"decoder_channels": 32},
+    )
+    assert module.aux_head is not None
+    batch = {"image": torch.randn(2, 3, 64, 64), "mask": torch.randint(0, 6, (2, 64, 64))}
+    module.eval()  # deterministic (dropout off) so the two computations can be compared
+    main = module.compute_loss(module(batch["image"]), batch)
+    aux = module.aux_loss(batch)
+    assert aux is not None and aux.item() > 0
+    total = module.shared_step(batch, "train")
+    assert total.item() == pytest.approx(main.item() + 0.4 * aux.item(), rel=1e-4)
+    total.backward()
+    assert module.aux_head[0].weight.grad is not None
+
+
+def test_auxiliary_head_needs_an_smp_net():
+    with pytest.raises(ValueError, match="aux_weight > 0 needs a segmentation-models-pytorch net"):
+        SegmentationModule(num_classes=6, net=nn.Conv2d(3, 6, 1), aux_weight=0.4)

@@ -13,6 +13,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from segmend.metrics import segmentation_metrics
+from segmend.nets.aux_head import EncoderTap, FCNHead
 from segmend.nets.factory import build_smp_net
 from segmend.nets.tta import resize_logits, tta_probabilities
 from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer
@@ -45,6 +46,8 @@ class SegmentationModule(LightningModule):
         tta_flip: Add horizontally flipped views to test-time augmentation.
         tta_on_val: Also apply test-time augmentation during validation (always applied in
             test and predict when configured).
+        aux_weight: Weight of an auxiliary FCN head's cross-entropy on the encoder's stride-16
+            stage (0.4 in PSPNet / ARM; 0 disables it). Needs a segmentation-models-pytorch net.
 
     """
 
@@ -63,6 +66,7 @@ class SegmentationModule(LightningModule):
         tta_scales: tuple[float, ...] = (1.0,),
         tta_flip: bool = False,
         tta_on_val: bool = False,
+        aux_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -87,6 +91,7 @@ class SegmentationModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler or default_lr_scheduler
         self.net = net
         self.configure_models()
+        self.configure_aux_head()
         self.configure_losses()
         self.configure_metrics()
 
@@ -102,6 +107,35 @@ class SegmentationModule(LightningModule):
                 hp.encoder_weights,
                 **(hp.net_kwargs or {}),
             )
+
+    def configure_aux_head(self) -> None:
+        """Attach the auxiliary FCN head to the encoder when ``aux_weight`` > 0.
+
+        Raises:
+            ValueError: If the net has no smp-style encoder to read features from.
+
+        """
+        self.aux_head: nn.Module | None = None
+        if self.hparams.aux_weight <= 0:
+            return
+        encoder = getattr(self.net, "encoder", None)
+        if encoder is None or not hasattr(encoder, "out_channels"):
+            raise ValueError(
+                "aux_weight > 0 needs a segmentation-models-pytorch net (with .encoder.out_channels) "
+                f"to take features from; got {type(self.net).__name__}. Set aux_weight: 0."
+            )
+        self.aux_head = FCNHead(encoder.out_channels[-2], self.num_classes)
+        self._aux_tap = EncoderTap(encoder, stage=-2)
+
+    def aux_loss(self, batch: dict[str, Any]) -> Tensor | None:
+        """Cross-entropy of the auxiliary head on the last forward's features, or ``None``."""
+        if self.aux_head is None or self._aux_tap.features is None:
+            return None
+        target = self.targets(batch)
+        if not bool((target != self.ignore_index).any()):
+            return None
+        logits = resize_logits(self.aux_head(self._aux_tap.features), tuple(target.shape[-2:]))
+        return nn.functional.cross_entropy(logits, target, ignore_index=self.ignore_index)
 
     def configure_losses(self) -> None:
         """Set ``self.criterion``: pixel-wise cross-entropy ignoring ``ignore_index``."""
@@ -199,6 +233,11 @@ class SegmentationModule(LightningModule):
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch)
         batch_size = batch["image"].shape[0]
+        if stage == "train":
+            aux = self.aux_loss(batch)
+            if aux is not None:
+                self.log("train/aux_loss", aux, batch_size=batch_size)
+                loss = loss + self.hparams.aux_weight * aux
         self.log(
             f"{stage}/loss",
             loss,
