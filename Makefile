@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/data.py
 
 clean:
 	rm -rf $(VENV) runs lightning_logs wandb
