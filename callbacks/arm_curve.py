@@ -47,6 +47,11 @@ class ARMCurveLogger(Callback):
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}.")
         self.every_n_steps = every_n_steps
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Ask the module to keep its loss-by-confidence histogram (off by default: it costs time)."""
+        if hasattr(pl_module, "track_loss_by_confidence"):
+            pl_module.track_loss_by_confidence = True
+
     def on_train_batch_end(  # noqa: D102
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:

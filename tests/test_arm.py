@@ -212,3 +212,21 @@ def test_ohem_keeps_the_hard_pixels():
     ce = nn.functional.cross_entropy(logits, data["mask"], ignore_index=255, reduction="none")[valid]
     threshold = max(0.7, probs.kthvalue(10).values.item())
     assert loss.item() == pytest.approx(ce[probs <= threshold].mean().item(), rel=1e-5)
+
+
+def test_table_evaluation_matches_per_pixel_evaluation():
+    from segmend.nets.arm import evaluate_by_table
+
+    torch.manual_seed(0)
+    arm = ARM()
+    confidence = torch.rand(2, 1, 16, 16) * 2 - 1
+    direct = arm(confidence)
+    table = evaluate_by_table(arm, confidence, 1025)
+    assert torch.allclose(direct, table, atol=1e-4)
+    loss = torch.rand(2, 1, 16, 16)
+    grads = []
+    for weights in (arm(confidence), evaluate_by_table(arm, confidence, 1025)):
+        arm.zero_grad()
+        (weights * loss).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in arm.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4)

@@ -12,7 +12,7 @@ from segmend.losses.confidence import ConfidenceKind, confidence_map
 from segmend.losses.pixel import cross_entropy_map, gce_map
 from segmend.losses.reweighting import LossByConfidence, normalise_weights, weighted_sum
 from segmend.modules.segmentation import SegmentationModule
-from segmend.nets.arm import ARM, LinearARM
+from segmend.nets.arm import ARM, LinearARM, evaluate_by_table
 
 
 class ARMModule(SegmentationModule):
@@ -41,6 +41,8 @@ class ARMModule(SegmentationModule):
         gce_q: The q of GCE.
         ohem_threshold: OHEM keeps pixels whose true-class probability is below this.
         ohem_min_kept: OHEM keeps at least this many pixels per batch (the hardest ones).
+        weight_table_size: Evaluate the mapping on this many grid points and interpolate per pixel
+            (same weights, far cheaper than running ARM on every pixel); ``None`` runs it per pixel.
         **kwargs: Arguments of :class:`SegmentationModule`.
 
     """
@@ -59,6 +61,7 @@ class ARMModule(SegmentationModule):
         gce_q: float = 0.1,
         ohem_threshold: float = 0.7,
         ohem_min_kept: int = 10000,
+        weight_table_size: int | None = 1025,
         **kwargs: Any,
     ) -> None:
         if arm_lr_multiplier <= 0:
@@ -76,6 +79,7 @@ class ARMModule(SegmentationModule):
         hp = self.hparams
         self.weight_map = ARM() if hp.reweighting == "arm" else LinearARM(hp.linear_k, hp.linear_b)
         self.loss_by_confidence = LossByConfidence()
+        self.track_loss_by_confidence = False  # switched on by ARMCurveLogger; costs a histogram per step
         self.last_weight_map: Tensor | None = None
 
     # ------------------------------------------------------------------ optimisation
@@ -134,7 +138,9 @@ class ARMModule(SegmentationModule):
 
     def pixel_weights(self, confidence: Tensor, valid: Tensor) -> Tensor:
         """(B, H, W) normalised weights (sum 1 over the batch's valid pixels)."""
-        return normalise_weights(self.weight_map(confidence), valid, self.hparams.norm_p)
+        size = self.hparams.weight_table_size
+        raw = evaluate_by_table(self.weight_map, confidence, size) if size else self.weight_map(confidence)
+        return normalise_weights(raw, valid, self.hparams.norm_p)
 
     def in_isolation(self) -> bool:
         """Whether training is still in its first phase (network on the plain loss)."""
@@ -149,17 +155,18 @@ class ARMModule(SegmentationModule):
         if not bool(valid.any()):
             return logits.sum() * 0.0
         pixel = self.pixel_losses(logits, target)
-        plain = pixel[valid].mean()
         if self.hparams.reweighting == "none" or not self.training:
-            return plain
+            return pixel[valid].mean()
         if self.hparams.reweighting == "ohem":
             return self.ohem_loss(logits, target, pixel, valid)
         confidence = self.confidence(logits)
-        self.loss_by_confidence.update(confidence, pixel, valid)
+        if self.track_loss_by_confidence:
+            self.loss_by_confidence.update(confidence, pixel, valid)
         weights = self.pixel_weights(confidence, valid)
-        self.last_weight_map = weights[0].detach()
+        if self.track_loss_by_confidence:
+            self.last_weight_map = weights[0].detach()
         if self.in_isolation():
             # value of the plain loss; ARM still gets the gradient of sum(w * l) with l fixed
             arm_term = weighted_sum(weights, pixel.detach())
-            return plain + arm_term - arm_term.detach()
+            return pixel[valid].mean() + arm_term - arm_term.detach()
         return weighted_sum(weights, pixel)
