@@ -27,6 +27,26 @@ def _warp(array: np.ndarray, matrix: np.ndarray, size: int, interpolation: int, 
     return out
 
 
+def _warp_nearest(array: np.ndarray, matrix: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """Nearest-neighbour version of :func:`_warp` by explicit indexing.
+
+    Every channel reads the same source pixel (OpenCV's fixed-point nearest sampling can pick
+    different neighbours for arrays of different channel counts, which would misalign a label
+    mask and a many-channel box mask).
+    """
+    scale, offset_x, offset_y = matrix[0, 0], matrix[0, 2], matrix[1, 2]
+    coords = np.arange(size, dtype=np.float64)
+    src_x = np.floor((coords - offset_x) / scale + 0.5).astype(np.int64)
+    src_y = np.floor((coords - offset_y) / scale + 0.5).astype(np.int64)
+    height, width = array.shape[:2]
+    valid_x = (src_x >= 0) & (src_x < width)
+    valid_y = (src_y >= 0) & (src_y < height)
+    out = array[np.clip(src_y, 0, height - 1)][:, np.clip(src_x, 0, width - 1)]
+    outside = ~(valid_y[:, None] & valid_x[None, :])
+    out[outside] = fill
+    return np.ascontiguousarray(out)
+
+
 class RandomScaleCrop(A.DualTransform):
     """Rescale by a random factor, pad (bottom/right) to the crop size and take a random crop, in one warp.
 
@@ -73,7 +93,7 @@ class RandomScaleCrop(A.DualTransform):
         return _warp(img, matrix, self.size, cv2.INTER_LINEAR, self.fill)
 
     def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:  # noqa: D102
-        return _warp(mask, matrix, self.size, cv2.INTER_NEAREST, self.fill_mask)
+        return _warp_nearest(mask, matrix, self.size, self.fill_mask)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:  # noqa: D102
         return ("size", "scale_range", "fill", "fill_mask")
