@@ -1,0 +1,406 @@
+"""Readers for the Semantic Boundaries Dataset (SBD) and for VOC 2012 ``train_aug``.
+
+SBD (``benchmark.tgz``, 11355 images of VOC2011 trainval) as distributed:
+
+```
+benchmark_RELEASE/dataset/
+  img/<id>.jpg
+  cls/<id>.mat     struct GTcls: Segmentation (H, W) uint8 class indices 0..20 (no 255 band),
+                   Boundaries (20 sparse maps), CategoriesPresent
+  inst/<id>.mat    struct GTinst: Segmentation (H, W) uint8 instance numbers (0 = none, k = k-th
+                   instance), Boundaries, Categories (N x 1: class of instance k at row k)
+  train.txt        8498 ids
+  val.txt          2857 ids
+```
+
+SBD's train/val split is not VOC's: some SBD ids are VOC 2012 val images. ``train_aug``
+(10582 images) is SBD train ∪ SBD val ∪ VOC train, minus VOC val. The pre-converted variant
+ships SBD's masks as ``SegmentationClassAug/<id>.png`` ('L' or 'P' PNGs of class indices) inside
+``VOC2012``; its ids are the file stems.
+
+Precedence in ``train_aug`` (:class:`VOCAugDataset`): images from VOC ``JPEGImages``; the VOC
+``SegmentationClass`` mask when the id has one (it has the 255 band), else the SBD / PNG mask;
+boxes from VOC ``Annotations/<id>.xml`` when it exists, else from SBD ``inst/<id>.mat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.io import loadmat
+from segmend.datamodules.voc import (
+    SECTION,
+    VOC_CLASSES,
+    AugSource,
+    VOCSegmentationDataset,
+    missing_data_error,
+    read_split_ids,
+)
+from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, read_image, read_index_mask
+
+SBD_SPLITS = ("train", "val")
+
+
+def read_mat_struct(path: Path, struct: str, fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """Read fields of a MATLAB struct stored in a ``.mat`` file (as SBD's ``GTcls`` / ``GTinst``).
+
+    Args:
+        path: The ``.mat`` file.
+        struct: Name of the struct variable.
+        fields: Fields to return.
+
+    Returns:
+        Field name -> value (the array stored in the 1x1 struct).
+
+    Raises:
+        DataFormatError: If the file is missing or unreadable, or lacks the struct or a field.
+
+    """
+    if not path.is_file():
+        raise DataFormatError(f"SBD file not found: {path}")
+    try:
+        mat = loadmat(str(path))
+    except Exception as err:  # scipy raises MatReadError, OSError, IndexError, ValueError... on corrupt files
+        raise DataFormatError(
+            f"Cannot read MATLAB file {path}: {type(err).__name__}: {err}. The file is corrupt or truncated; "
+            "re-extract it from SBD's benchmark.tgz."
+        ) from err
+    value = mat.get(struct)
+    names = getattr(getattr(value, "dtype", None), "names", None)
+    if value is None or not names:
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataFormatError(
+            f"{path} has no struct {struct!r} (found variables {found}); SBD files hold a struct {struct} "
+            f"with fields {list(fields)}. Is this an SBD {'cls' if struct == 'GTcls' else 'inst'} file?"
+        )
+    missing = [f for f in fields if f not in names]
+    if missing or value.size != 1:
+        raise DataFormatError(
+            f"{path}: struct {struct} has fields {list(names)} and {value.size} element(s); expected one "
+            f"element with fields {list(fields)}."
+        )
+    return {f: np.asarray(value[f].flat[0]) for f in fields}
+
+
+def read_sbd_segmentation(path: Path) -> np.ndarray:
+    """The raw (unchecked) class-index array ``GTcls.Segmentation`` of an SBD ``cls/<id>.mat`` file.
+
+    Raises:
+        DataFormatError: If the file is unreadable or has no ``GTcls.Segmentation``.
+
+    """
+    return read_mat_struct(path, "GTcls", ("Segmentation",))["Segmentation"]
+
+
+def read_sbd_instances(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Instance numbers ``GTinst.Segmentation`` (H, W) and classes ``GTinst.Categories`` (N,) of ``inst/<id>.mat``.
+
+    Raises:
+        DataFormatError: If the file is unreadable or lacks ``GTinst.Segmentation`` / ``Categories``.
+
+    """
+    fields = read_mat_struct(path, "GTinst", ("Segmentation", "Categories"))
+    return fields["Segmentation"], fields["Categories"].ravel().astype(np.int64)
+
+
+def instance_boxes(
+    instances: np.ndarray,
+    categories: np.ndarray,
+    num_classes: int,
+    path: Path,
+    image_shape: tuple[int, int] | None = None,
+) -> list[BoxAnnotation]:
+    """Boxes of an SBD instance map: one per instance number present, in instance order, 0-based inclusive.
+
+    Instance ``k`` (pixel value ``k``, 1-based) has class ``categories[k - 1]``; 0 is background and
+    255, should it occur, marks no instance. Instances listed but absent from the map give no box.
+
+    Args:
+        instances: (H, W) instance numbers (``GTinst.Segmentation``).
+        categories: (N,) class of each instance (``GTinst.Categories``).
+        num_classes: Number of classes (background included).
+        path: The ``inst`` file, named in errors.
+        image_shape: The image's (H, W), checked against the map when given.
+
+    Raises:
+        DataFormatError: If the map is not 2-D or of another size than the image, holds instance
+            numbers above N, or a category is not a class 1..num_classes-1.
+
+    """
+    if instances.ndim != 2:
+        raise DataFormatError(f"{path}: GTinst.Segmentation has shape {instances.shape}; expected (H, W).")
+    if image_shape is not None and instances.shape != tuple(image_shape):
+        raise DataFormatError(
+            f"{path}: GTinst.Segmentation is {instances.shape[1]}x{instances.shape[0]} (WxH) but its image is "
+            f"{image_shape[1]}x{image_shape[0]}; instance maps must match their images pixel for pixel."
+        )
+    bad_classes = categories[(categories < 1) | (categories >= num_classes)]
+    if bad_classes.size:
+        raise DataFormatError(
+            f"{path}: GTinst.Categories holds {bad_classes.tolist()[:10]}, not classes 1..{num_classes - 1}."
+        )
+    values = instances.astype(np.int64)
+    values = np.where(values == IGNORE_INDEX, 0, values)
+    bad = np.unique(values[(values < 0) | (values > len(categories))])
+    if bad.size:
+        raise DataFormatError(
+            f"{path}: GTinst.Segmentation holds instance numbers {bad.tolist()[:10]} but GTinst.Categories "
+            f"lists {len(categories)} instance(s); values must be 0 (none) or 1..{len(categories)}."
+        )
+    boxes = []
+    for number, found in enumerate(ndimage.find_objects(values, max_label=len(categories)), start=1):
+        if found is not None:
+            rows, cols = found
+            label = int(categories[number - 1])
+            boxes.append(BoxAnnotation(label, cols.start, rows.start, cols.stop - 1, rows.stop - 1))
+    return boxes
+
+
+def read_sbd_ids(sbd_root: Path, split: str) -> list[str]:
+    """The ids of SBD's ``<sbd_root>/<split>.txt`` (``train`` or ``val``).
+
+    Raises:
+        ValueError: For another split name.
+        FileNotFoundError: If the list is missing.
+
+    """
+    if split not in SBD_SPLITS:
+        raise ValueError(f"SBD splits are {SBD_SPLITS}, got {split!r}.")
+    path = Path(sbd_root) / f"{split}.txt"
+    if not path.is_file():
+        raise missing_data_error(
+            path, f"SBD's list of '{split}' ids (sbd_root must be the benchmark_RELEASE/dataset folder)", SECTION
+        )
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_aug_ids(
+    voc_root: str | Path,
+    aug_source: AugSource = "sbd",
+    sbd_root: str | Path | None = None,
+    aug_dir: str = "SegmentationClassAug",
+) -> list[str]:
+    """The ``train_aug`` ids: augmented ids ∪ VOC train, minus VOC val, sorted.
+
+    The augmented ids are SBD train ∪ SBD val (``aug_source="sbd"``) or the stems of
+    ``<voc_root>/<aug_dir>/*.png`` (``aug_source="png"``). On the real data this gives 10582 ids.
+
+    Raises:
+        ValueError: For ``aug_source="sbd"`` without ``sbd_root`` or an unknown source.
+        FileNotFoundError: If a list or the PNG folder is missing.
+
+    """
+    voc_root = Path(voc_root)
+    if aug_source == "sbd":
+        if sbd_root is None:
+            raise ValueError("train_aug from SBD needs sbd_root (SBD's benchmark_RELEASE/dataset folder).")
+        augmented = set(read_sbd_ids(Path(sbd_root), "train")) | set(read_sbd_ids(Path(sbd_root), "val"))
+    elif aug_source == "png":
+        folder = voc_root / aug_dir
+        if not folder.is_dir():
+            raise missing_data_error(folder, "the pre-converted SBD masks as <id>.png (SegmentationClassAug)", SECTION)
+        augmented = {p.stem for p in folder.glob("*.png")}
+    else:
+        raise ValueError(f"aug_source must be 'sbd' or 'png', got {aug_source!r}.")
+    voc_train = set(read_split_ids(voc_root, "train"))
+    voc_val = set(read_split_ids(voc_root, "val"))
+    return sorted((augmented | voc_train) - voc_val)
+
+
+class SBDDataset(VOCSegmentationDataset):
+    """SBD on its own, as distributed: images ``img/<id>.jpg``, masks ``cls/<id>.mat``, boxes ``inst/<id>.mat``.
+
+    Masks go through the same check as VOC masks (:func:`segmend.datamodules.voc.check_mask`).
+
+    Args:
+        root: SBD's ``benchmark_RELEASE/dataset`` folder.
+        split: ``train`` or ``val`` (SBD's own lists; not VOC's split).
+        class_names: Class names by index (the 21 VOC classes).
+        transform: Callable ``(image, mask, box_mask, id) -> sample`` (see ``transforms.to_sample``).
+        with_masks: Read masks; ``False`` gives image-only samples.
+        with_boxes: Add the box mask of the instances of ``inst/<id>.mat``.
+        ids: Sample ids to serve instead of the ``split`` list.
+
+    """
+
+    image_dir = "img"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        class_names: Sequence[str] = VOC_CLASSES,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        with_masks: bool = True,
+        with_boxes: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(
+            root,
+            split,
+            class_names,
+            transform,  # type: ignore[arg-type]
+            mask_dir="cls",
+            with_masks=with_masks,
+            with_boxes=with_boxes,
+            ids=ids,
+        )
+
+    def read_ids(self, split: str) -> list[str]:  # noqa: D102
+        return read_sbd_ids(self.root, split)
+
+    def check_mask_folders(self) -> None:  # noqa: D102
+        if not (self.root / "cls").is_dir():
+            raise missing_data_error(self.root / "cls", "SBD's class masks as <id>.mat (GTcls)", SECTION)
+
+    def mask_path(self, sample_id: str) -> Path:  # noqa: D102
+        return self.root / "cls" / f"{sample_id}.mat"
+
+    def inst_path(self, sample_id: str) -> Path:
+        """Path of the instance file of ``sample_id``."""
+        return self.root / "inst" / f"{sample_id}.mat"
+
+    def read_mask(self, sample_id: str) -> tuple[np.ndarray, Path]:  # noqa: D102
+        path = self.mask_path(sample_id)
+        if not path.is_file():
+            raise DataFormatError(f"Image {self.image_path(sample_id)} has no mask: expected {path}.")
+        return read_sbd_segmentation(path), path
+
+    def boxes(self, sample_id: str, image_shape: tuple[int, int] | None = None) -> list[BoxAnnotation]:
+        """Boxes of the instances of ``inst/<id>.mat``, in instance order, 0-based inclusive."""
+        path = self.inst_path(sample_id)
+        if not path.is_file():
+            raise DataFormatError(f"Image {self.image_path(sample_id)} has no instance annotation: expected {path}.")
+        instances, categories = read_sbd_instances(path)
+        return instance_boxes(instances, categories, self.num_classes, path, image_shape)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.transform is None:
+            raise ValueError("SBDDataset needs a transform to build samples; use read_sample for raw arrays.")
+        return super().__getitem__(index)
+
+
+class VOCAugDataset(VOCSegmentationDataset):
+    """VOC 2012 images with VOC masks where VOC has them and SBD (or ``SegmentationClassAug``) masks elsewhere.
+
+    The reader of ``train_aug``. Precedence per id:
+
+    - image: ``<root>/JPEGImages/<id>.jpg`` (every SBD image is a VOC2011 image and exists there);
+    - mask: ``<root>/<mask_dir>/<id>.png`` if it exists (VOC's mask, with its 255 band), else
+      ``<sbd_root>/cls/<id>.mat`` (``aug_source="sbd"``) or ``<root>/<aug_dir>/<id>.png``
+      (``aug_source="png"``); all go through :func:`segmend.datamodules.voc.check_mask`;
+    - boxes: ``<root>/Annotations/<id>.xml`` if it exists, else ``<sbd_root>/inst/<id>.mat``;
+      neither -> :class:`DataFormatError` naming both.
+
+    Args:
+        root: The ``VOC2012`` folder.
+        split: A name for the ids (e.g. ``train_aug``).
+        class_names: Class names by index (the 21 VOC classes).
+        transform: Callable ``(image, mask, box_mask, id) -> sample``.
+        ids: Sample ids (e.g. from :func:`train_aug_ids`); ``None`` reads the VOC list ``split``.
+        aug_source: ``"sbd"`` or ``"png"``.
+        sbd_root: SBD's ``benchmark_RELEASE/dataset`` folder (required for ``aug_source="sbd"``).
+        aug_dir: Folder of ``root`` with the pre-converted PNG masks (``aug_source="png"``).
+        mask_dir: Folder of VOC's label PNGs.
+        with_masks: Read masks; ``False`` gives image+boxes (weak) samples and never opens a mask.
+        with_boxes: Add the box mask.
+        keep_difficult: Keep XML boxes flagged difficult.
+
+    Raises:
+        ValueError: For ``aug_source="sbd"`` without ``sbd_root`` or an unknown source.
+
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        class_names: Sequence[str],
+        transform: Callable[..., dict[str, Any]],
+        ids: Sequence[str] | None = None,
+        aug_source: AugSource = "sbd",
+        sbd_root: str | Path | None = None,
+        aug_dir: str = "SegmentationClassAug",
+        mask_dir: str = "SegmentationClass",
+        with_masks: bool = True,
+        with_boxes: bool = False,
+        keep_difficult: bool = True,
+    ) -> None:
+        if aug_source not in ("sbd", "png"):
+            raise ValueError(f"aug_source must be 'sbd' or 'png', got {aug_source!r}.")
+        if aug_source == "sbd" and sbd_root is None:
+            raise ValueError("aug_source 'sbd' needs sbd_root: SBD's benchmark_RELEASE/dataset folder.")
+        self.aug_source = aug_source
+        self.sbd_root = Path(sbd_root) if sbd_root is not None else None
+        self.aug_dir = aug_dir
+        self.aug_folder = (
+            self.sbd_root / "cls" if self.sbd_root is not None and aug_source == "sbd" else Path(root) / aug_dir
+        )
+        super().__init__(
+            root,
+            split,
+            class_names,
+            transform,
+            mask_dir=mask_dir,
+            with_masks=with_masks,
+            with_boxes=with_boxes,
+            keep_difficult=keep_difficult,
+            ids=ids,
+        )
+
+    def check_mask_folders(self) -> None:  # noqa: D102
+        super().check_mask_folders()
+        if not self.aug_folder.is_dir():
+            what = "SBD's class masks as <id>.mat (GTcls)" if self.aug_source == "sbd" else "<id>.png label masks"
+            raise missing_data_error(self.aug_folder, what, SECTION)
+
+    def aug_mask_path(self, sample_id: str) -> Path:
+        """Path of the augmented mask of ``sample_id``."""
+        return self.aug_folder / f"{sample_id}{'.mat' if self.aug_source == 'sbd' else '.png'}"
+
+    def inst_path(self, sample_id: str) -> Path | None:
+        """Path of SBD's instance file of ``sample_id`` (``None`` without ``sbd_root``)."""
+        return None if self.sbd_root is None else self.sbd_root / "inst" / f"{sample_id}.mat"
+
+    def read_mask(self, sample_id: str) -> tuple[np.ndarray, Path]:
+        """VOC's mask if the id has one, else the augmented one (raw, unchecked) and its path.
+
+        Raises:
+            DataFormatError: If neither exists (naming both) or the file cannot be read.
+
+        """
+        voc = self.mask_path(sample_id)
+        if voc.is_file():
+            return read_index_mask(voc), voc
+        aug = self.aug_mask_path(sample_id)
+        if not aug.is_file():
+            raise DataFormatError(f"Image {self.image_path(sample_id)} has no mask: expected {voc} or {aug}.")
+        return (read_sbd_segmentation(aug) if self.aug_source == "sbd" else read_index_mask(aug)), aug
+
+    def mask_source(self, sample_id: str) -> Path:
+        """The file the mask of ``sample_id`` is read from under the precedence rule (without reading it)."""
+        voc = self.mask_path(sample_id)
+        return voc if voc.is_file() else self.aug_mask_path(sample_id)
+
+    def fallback_boxes(self, sample_id: str, image_shape: tuple[int, int] | None) -> list[BoxAnnotation]:
+        """Boxes of SBD's ``inst/<id>.mat`` for an id without an XML annotation.
+
+        Raises:
+            DataFormatError: If there is no instance file either, naming both expected files.
+
+        """
+        inst = self.inst_path(sample_id)
+        if inst is None or not inst.is_file():
+            alternative = f" or {inst}" if inst is not None else " (set sbd_root to read SBD's inst/<id>.mat instead)"
+            raise DataFormatError(
+                f"Image {self.image_path(sample_id)} has no box annotation: expected "
+                f"{self.annotation_path(sample_id)}{alternative}."
+            )
+        if image_shape is None:
+            image_shape = read_image(self.image_path(sample_id)).shape[:2]
+        instances, categories = read_sbd_instances(inst)
+        return instance_boxes(instances, categories, self.num_classes, inst, image_shape)
