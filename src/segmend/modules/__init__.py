@@ -1,4 +1,6 @@
+from segmend.modules.ancillary import AncillaryModule
 from segmend.modules.arm import ARMModule
 from segmend.modules.segmentation import SegmentationModule
+from segmend.modules.selfcorr import SelfCorrectionModule
 
-__all__ = ["ARMModule", "SegmentationModule"]
+__all__ = ["AncillaryModule", "ARMModule", "SegmentationModule", "SelfCorrectionModule"]
