@@ -212,6 +212,7 @@ class CityscapesDataset(Dataset):
         transform: Callable ``(image, mask, box_mask, id) -> sample`` (see ``transforms.to_sample``).
         with_masks: Read label masks; ``False`` gives image-only samples.
         with_boxes: Add the (C, H, W) box mask built from instanceIds and polygons.json.
+        ids: Serve only these sample ids (file stems), in this order; only their files are checked.
 
     Raises:
         ValueError: If a split has no labels of ``annotation`` or an argument is unknown.
@@ -229,6 +230,7 @@ class CityscapesDataset(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         with_masks: bool = True,
         with_boxes: bool = False,
+        ids: Sequence[str] | None = None,
     ) -> None:
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {tuple(CLASS_NAMES)}, got {classes!r}.")
@@ -259,8 +261,15 @@ class CityscapesDataset(Dataset):
                     )
                 )
         self.entries: list[tuple[str, str, str]] = []  # (split, city, stem)
+        wanted = None if ids is None else set(ids)
         for name in self.splits:
-            self.entries += self._list_split(name, needs_labels)
+            self.entries += self._list_split(name, needs_labels, wanted)
+        if ids is not None:
+            by_stem = {entry[2]: entry for entry in self.entries}
+            unknown = [i for i in ids if i not in by_stem]
+            if unknown:
+                raise KeyError(f"No Cityscapes images {unknown[:5]} in splits {self.splits} under {self.root}.")
+            self.entries = [by_stem[i] for i in ids]
         self.ids = [stem for _, _, stem in self.entries]
         self.index = {stem: i for i, stem in enumerate(self.ids)}
         if len(self.index) != len(self.ids):
@@ -269,8 +278,8 @@ class CityscapesDataset(Dataset):
                 "each <city>_<seq>_<frame> stem must occur in one split only."
             )
 
-    def _list_split(self, split: str, needs_labels: bool) -> list[tuple[str, str, str]]:
-        """List the images of one split and check that each has its labelIds file."""
+    def _list_split(self, split: str, needs_labels: bool, wanted: set[str] | None = None) -> list[tuple[str, str, str]]:
+        """List the images of one split (only ``wanted`` stems if given) and check each has its label file."""
         image_dir = self.root / "leftImg8bit" / split
         if not image_dir.is_dir():
             raise missing_data_error(
@@ -286,14 +295,20 @@ class CityscapesDataset(Dataset):
             )
         entries = []
         missing: list[tuple[Path, Path]] = []
+        # the file every sample needs: labelIds for masks, instanceIds when only boxes are read
+        suffix = "labelIds.png" if self.with_masks else "instanceIds.png"
         for city in sorted(p.name for p in image_dir.iterdir() if p.is_dir()):
             stems = sorted(f[: -len(IMAGE_SUFFIX)] for f in os.listdir(image_dir / city) if f.endswith(IMAGE_SUFFIX))
+            if wanted is not None:
+                stems = [s for s in stems if s in wanted]
             if needs_labels and stems:
                 gt_city = gt_split_dir / city
                 present = set(os.listdir(gt_city)) if gt_city.is_dir() else set()
                 for stem in stems:
-                    if f"{stem}_{self.gt_dir}_labelIds.png" not in present:
-                        missing.append((image_dir / city / f"{stem}{IMAGE_SUFFIX}", self._gt_path(split, city, stem)))
+                    if f"{stem}_{self.gt_dir}_{suffix}" not in present:
+                        missing.append(
+                            (image_dir / city / f"{stem}{IMAGE_SUFFIX}", self._gt_path(split, city, stem, suffix))
+                        )
             entries += [(split, city, stem) for stem in stems]
         if missing:
             image, label = missing[0]
@@ -302,7 +317,7 @@ class CityscapesDataset(Dataset):
                 f"Image {image} has no {self.annotation} label: expected {label}{more}. Extract "
                 f"{'gtFine_trainvaltest.zip' if self.annotation == 'fine' else 'gtCoarse.zip'} into {self.root}."
             )
-        if not entries:
+        if not entries and wanted is None:
             raise missing_data_error(
                 image_dir, f"city folders of <city>_<seq>_<frame>{IMAGE_SUFFIX} images for split '{split}'", SECTION
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 from segmend.datamodules.semisup import SemiSupervisedVOCDataModule, split_fully_and_weakly_supervised
 from segmend.datamodules.voc_format import DataFormatError, box_mask
 
@@ -67,6 +68,14 @@ def tree(tmp_path: Path) -> VOCSBDTree:
     return make_voc_sbd(tmp_path / "data")
 
 
+def train_batches(dm) -> list[dict]:
+    """The training batches of one epoch as the module sees them (mixed F + W halves merged)."""
+    loaders = dm.train_dataloader()
+    if not isinstance(loaders, dict):
+        return list(loaders)
+    return [dm.on_before_batch_transfer(batch, 0) for batch, _, _ in CombinedLoader(loaders, "max_size_cycle")]
+
+
 def datamodule(tree: VOCSBDTree, **kwargs) -> SemiSupervisedVOCDataModule:
     args = dict(
         root=str(tree.voc_root), sbd_root=str(tree.sbd_root), num_full=2, split_seed=0, crop_size=32, batch_size=2
@@ -103,7 +112,7 @@ def test_weak_masks_are_never_read(tree: VOCSBDTree):
     assert damaged >= len(weak) == 4
     dm.setup("fit")
     seen = {}
-    for batch in dm.train_dataloader():
+    for batch in train_batches(dm):
         assert batch["boxes"].shape[1:] == (21, 32, 32)
         for b, sample_id in enumerate(batch["id"]):
             seen[sample_id] = (bool(batch["has_mask"][b]), batch["mask"][b], batch["boxes"][b])

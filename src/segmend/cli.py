@@ -16,7 +16,8 @@ SHORT_NAMES = tuple(
         name
         for package in (segmend.modules, segmend.datamodules, segmend.callbacks)
         for name in package.__all__
-        if issubclass(getattr(package, name), (LightningModule, LightningDataModule, Callback))
+        if isinstance(getattr(package, name), type)
+        and issubclass(getattr(package, name), (LightningModule, LightningDataModule, Callback))
     )
 )
 
