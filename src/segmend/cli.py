@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NoReturn
 
-from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import segmend.callbacks
 import segmend.datamodules
 import segmend.modules
+from segmend.modules.selfcorr import SelfCorrectionModule
+from segmend.modules.stages import run_self_correction
 
 SHORT_NAMES = tuple(
     sorted(
@@ -48,6 +51,10 @@ class SegmendCLI(LightningCLI):
       ``--optimizer``), so methods that need several parameter groups keep them.
     * The saved ``config.yaml`` records the seed and is overwritten when a run directory is
       reused; the final validation scores are printed after ``fit``.
+    * ``fit`` of a :class:`~segmend.modules.SelfCorrectionModule` runs its training stages
+      (:func:`~segmend.modules.stages.run_self_correction`) under ``trainer.default_root_dir``, each
+      on a new Trainer built from the same trainer config with ``default_root_dir`` set to
+      ``<root>/<stage>`` and the logger's ``name`` suffixed with ``-<stage>``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,6 +91,36 @@ class SegmendCLI(LightningCLI):
                 "Remove model.init_args.num_classes (segmend takes it from the data) or use data "
                 "with that many classes."
             )
+
+    def fit(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> None:
+        """``trainer.fit``, or the stage runner for a :class:`~segmend.modules.SelfCorrectionModule`."""
+        if not isinstance(model, SelfCorrectionModule):
+            self.trainer.fit(model, datamodule=datamodule, **kwargs)
+            return
+        run = run_self_correction(
+            model,
+            datamodule,
+            run_dir=self.trainer.default_root_dir,
+            trainer_factory=self.stage_trainer,
+            ckpt_path=kwargs.get("ckpt_path"),
+        )
+        if run.trainer is not None:
+            self.trainer = run.trainer  # after_fit reports the last stage's scores
+
+    def stage_trainer(self, stage: str) -> Trainer:
+        """A new Trainer from the trainer config: root ``<root>/<stage>``, logger name ``<name>-<stage>``."""
+        parser = self._parser(self.subcommand)
+        config = (self.config.get(self.subcommand) if self.subcommand else self.config).clone()
+        root = Path(config.trainer.default_root_dir or ".")
+        config.trainer.default_root_dir = str(root / stage)
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        for logger in loggers:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and "name" in init_args:
+                init_args.name = f"{init_args.name}-{stage}" if init_args.name else stage
+        init = parser.instantiate_classes(config)
+        callbacks = [self._get(init, key) for key in parser.callback_keys]
+        return self._instantiate_trainer(dict(init["trainer"]), callbacks)
 
     def after_fit(self) -> None:
         """Print the final validation scores."""
