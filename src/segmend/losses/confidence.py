@@ -49,3 +49,23 @@ def confidence_map(probs: Tensor, kind: ConfidenceKind = "var", detach: bool = T
         low, high = math.log(LOGVAR_FLOOR), math.log(max_var)
         return 2.0 * (torch.log(var.clamp_min(LOGVAR_FLOOR)) - low) / (high - low) - 1.0
     raise ValueError(f"Unknown confidence kind {kind!r}; expected var, std, logvar or entropy.")
+
+
+def uncertainty_confidence(log_s: Tensor, detach: bool = True) -> Tensor:
+    """Confidence in [-1, 1] from the KL loss's predicted uncertainty ``s`` (``log s`` given).
+
+    The KL loss is minimised at ``s = -2 log p_gt``, so ``exp(-s / 2)`` is the head's estimate of
+    the true-class probability, in (0, 1]. It is mapped linearly to ``2 exp(-s / 2) - 1``:
+    1 for ``s -> 0`` (certain and right), -1 for ``s -> inf`` (the head expects a large loss).
+
+    Args:
+        log_s: (B, 1, H, W) predicted ``log s``.
+        detach: Compute on the detached uncertainty (the default, as for the other indicators).
+
+    Returns:
+        (B, 1, H, W) confidence in [-1, 1].
+
+    """
+    if detach:
+        log_s = log_s.detach()
+    return 2.0 * torch.exp(-0.5 * log_s.exp()) - 1.0

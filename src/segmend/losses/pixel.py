@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -22,3 +23,35 @@ def gce_map(logits: Tensor, target: Tensor, q: float = 0.1, ignore_index: int = 
     safe = target.masked_fill(~valid, 0)
     p_gt = logits.softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
     return ((1.0 - p_gt.clamp_min(1e-12).pow(q)) / q) * valid
+
+
+def kl_uncertainty_map(logits: Tensor, log_s: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """KL (aleatoric uncertainty) loss ``CE / s + 0.5 * log s`` per pixel (Kendall et al., 2018).
+
+    For a fixed cross-entropy the loss is smallest at ``s = 2 CE``, so ``s`` learns to predict
+    ``-2 log p_gt``: a confident, correct pixel gets a small ``s`` and hence a large weight ``1/s``
+    on its cross-entropy (ARM paper, Sec. 3.1). Values can be negative (``log s < 0``).
+
+    Args:
+        logits: (B, C, H, W) class logits.
+        log_s: (B, 1, H, W) or (B, H, W) predicted ``log s``.
+        target: (B, H, W) labels.
+        ignore_index: Label of unlabeled pixels (loss 0 there).
+
+    Returns:
+        (B, H, W) loss per pixel.
+
+    Raises:
+        ValueError: If ``log_s`` does not match the labels' shape.
+
+    """
+    if log_s.ndim == 4:
+        log_s = log_s.squeeze(1)
+    if log_s.shape != target.shape:
+        raise ValueError(
+            f"log s has shape {tuple(log_s.shape)} but the labels have {tuple(target.shape)}; resize the "
+            "uncertainty map to the label resolution first."
+        )
+    valid = target != ignore_index
+    ce = cross_entropy_map(logits, target, ignore_index)
+    return (torch.exp(-log_s) * ce + 0.5 * log_s) * valid

@@ -1,18 +1,22 @@
-"""ARM: segmentation with an adversarially trained pixel reweighting (Zhang et al.)."""
+"""ARM: segmentation with an adversarially trained pixel reweighting (Liu et al., 2021)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
 
-from segmend.losses.confidence import ConfidenceKind, confidence_map
-from segmend.losses.pixel import cross_entropy_map, gce_map
+from segmend.losses.confidence import confidence_map, uncertainty_confidence
+from segmend.losses.pixel import cross_entropy_map, gce_map, kl_uncertainty_map
 from segmend.losses.reweighting import LossByConfidence, normalise_weights, weighted_sum
 from segmend.modules.segmentation import SegmentationModule
 from segmend.nets.arm import ARM, LinearARM, evaluate_by_table
+from segmend.nets.uncertainty import InputTap, UncertaintyHead, head_input_channels
+
+ConfidenceInput = Literal["var", "std", "logvar", "entropy", "uncertainty"]
 
 
 class ARMModule(SegmentationModule):
@@ -32,15 +36,21 @@ class ARMModule(SegmentationModule):
             ``ohem_threshold``, at least ``ohem_min_kept`` of them) or ``"none"``.
         linear_k: Slope of the linear mapping (-0.5 suppresses confident pixels, 0.5 focuses).
         linear_b: Intercept of the linear mapping.
-        confidence: Statistic fed to the mapping: ``var`` (paper), ``std``, ``logvar``, ``entropy``.
+        confidence: Statistic fed to the mapping: ``var`` (paper), ``std``, ``logvar``, ``entropy``
+            of the class probabilities, or ``uncertainty``: the KL loss's predicted ``s`` as
+            ``2 exp(-s/2) - 1`` (needs ``pixel_loss="kl"``; the paper's KL + ARM row).
         detach_confidence: Compute the confidence on detached probabilities.
         norm_p: Norm the weight map is divided by before the detached L1 rescale (2 in the paper).
         arm_lr_multiplier: Magnitude of ARM's learning rate relative to the main group's.
         isolation_fraction: Fraction of the training steps before joint training starts.
-        pixel_loss: ``"ce"`` or ``"gce"`` (generalised cross-entropy).
+        pixel_loss: ``"ce"``, ``"gce"`` (generalised cross-entropy) or ``"kl"`` (``CE / s + 0.5 log s``
+            with ``log s`` from an :class:`~segmend.nets.uncertainty.UncertaintyHead` trained with the
+            network, in the network's parameter group). The head reads the input of an smp net's
+            ``segmentation_head`` (the decoder features) or, for any other net, the logits.
         gce_q: The q of GCE.
         ohem_threshold: OHEM keeps pixels whose true-class probability is below this.
         ohem_min_kept: OHEM keeps at least this many pixels per batch (the hardest ones).
+        uncertainty_hidden: Width of the uncertainty head's hidden convolution (``pixel_loss="kl"``).
         weight_table_size: Evaluate the mapping on this many grid points and interpolate per pixel
             (same weights, far cheaper than running ARM on every pixel); ``None`` runs it per pixel.
         **kwargs: Arguments of :class:`SegmentationModule`.
@@ -52,15 +62,16 @@ class ARMModule(SegmentationModule):
         reweighting: Literal["arm", "linear", "ohem", "none"] = "arm",
         linear_k: float = -0.5,
         linear_b: float = 0.5,
-        confidence: ConfidenceKind = "var",
+        confidence: ConfidenceInput = "var",
         detach_confidence: bool = True,
         norm_p: float = 2.0,
         arm_lr_multiplier: float = 1.0,
         isolation_fraction: float = 0.05,
-        pixel_loss: Literal["ce", "gce"] = "ce",
+        pixel_loss: Literal["ce", "gce", "kl"] = "ce",
         gce_q: float = 0.1,
         ohem_threshold: float = 0.7,
         ohem_min_kept: int = 10000,
+        uncertainty_hidden: int = 32,
         weight_table_size: int | None = 1025,
         **kwargs: Any,
     ) -> None:
@@ -71,6 +82,11 @@ class ARMModule(SegmentationModule):
             )
         if not 0 <= isolation_fraction < 1:
             raise ValueError(f"isolation_fraction must be in [0, 1), got {isolation_fraction}.")
+        if confidence == "uncertainty" and pixel_loss != "kl":
+            raise ValueError(
+                f"confidence='uncertainty' feeds the KL loss's predicted s to the weight mapping, so it "
+                f"needs pixel_loss='kl' (got pixel_loss={pixel_loss!r}); use confidence='var' otherwise."
+            )
         super().__init__(**kwargs)
 
     def configure_models(self) -> None:
@@ -81,6 +97,13 @@ class ARMModule(SegmentationModule):
         self.loss_by_confidence = LossByConfidence()
         self.track_loss_by_confidence = False  # switched on by ARMCurveLogger; costs a histogram per step
         self.last_weight_map: Tensor | None = None
+        self.uncertainty_head: UncertaintyHead | None = None
+        self._uncertainty_tap: InputTap | None = None
+        if hp.pixel_loss == "kl":
+            channels = head_input_channels(self.net)
+            if channels is not None:  # smp net: read the decoder features entering the class head
+                self._uncertainty_tap = InputTap(self.net.segmentation_head)
+            self.uncertainty_head = UncertaintyHead(channels or self.num_classes, hp.uncertainty_hidden)
 
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -113,10 +136,29 @@ class ARMModule(SegmentationModule):
         return optimizer
 
     # ------------------------------------------------------------------ loss
-    def pixel_losses(self, logits: Tensor, target: Tensor) -> Tensor:
-        """(B, H, W) loss per pixel, 0 on ignored pixels."""
+    def log_uncertainty(self, logits: Tensor) -> Tensor:
+        """(B, 1, H, W) ``log s`` of the KL loss for the last forward, at the logits' resolution.
+
+        Raises:
+            ValueError: If the module was not built with ``pixel_loss="kl"``.
+
+        """
+        if self.uncertainty_head is None:
+            raise ValueError("log_uncertainty needs an uncertainty head: build ARMModule with pixel_loss='kl'.")
+        tap = self._uncertainty_tap
+        features = tap.features if tap is not None and tap.features is not None else logits
+        log_s = self.uncertainty_head(features)
+        if log_s.shape[-2:] != logits.shape[-2:]:
+            log_s = F.interpolate(log_s, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        return log_s
+
+    def pixel_losses(self, logits: Tensor, target: Tensor, log_s: Tensor | None = None) -> Tensor:
+        """(B, H, W) loss per pixel, 0 on ignored pixels (``log_s``: the KL loss's, computed if omitted)."""
         if self.hparams.pixel_loss == "gce":
             return gce_map(logits, target, self.hparams.gce_q, self.ignore_index)
+        if self.hparams.pixel_loss == "kl":
+            log_s = self.log_uncertainty(logits) if log_s is None else log_s
+            return kl_uncertainty_map(logits, log_s, target, self.ignore_index)
         return cross_entropy_map(logits, target, self.ignore_index)
 
     def ohem_loss(self, logits: Tensor, target: Tensor, pixel: Tensor, valid: Tensor) -> Tensor:
@@ -132,8 +174,11 @@ class ARMModule(SegmentationModule):
         hard = p_gt <= threshold
         return losses[hard].mean()
 
-    def confidence(self, logits: Tensor) -> Tensor:
+    def confidence(self, logits: Tensor, log_s: Tensor | None = None) -> Tensor:
         """(B, 1, H, W) confidence in [-1, 1] fed to the weight mapping."""
+        if self.hparams.confidence == "uncertainty":
+            log_s = self.log_uncertainty(logits) if log_s is None else log_s
+            return uncertainty_confidence(log_s, self.hparams.detach_confidence)
         return confidence_map(logits.softmax(dim=1), self.hparams.confidence, self.hparams.detach_confidence)
 
     def pixel_weights(self, confidence: Tensor, valid: Tensor) -> Tensor:
@@ -154,12 +199,13 @@ class ARMModule(SegmentationModule):
         valid = target != self.ignore_index
         if not bool(valid.any()):
             return logits.sum() * 0.0
-        pixel = self.pixel_losses(logits, target)
+        log_s = self.log_uncertainty(logits) if self.hparams.pixel_loss == "kl" else None
+        pixel = self.pixel_losses(logits, target, log_s)
         if self.hparams.reweighting == "none" or not self.training:
             return pixel[valid].mean()
         if self.hparams.reweighting == "ohem":
             return self.ohem_loss(logits, target, pixel, valid)
-        confidence = self.confidence(logits)
+        confidence = self.confidence(logits, log_s)
         if self.track_loss_by_confidence:
             self.loss_by_confidence.update(confidence, pixel, valid)
         weights = self.pixel_weights(confidence, valid)

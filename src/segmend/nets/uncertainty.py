@@ -1,0 +1,75 @@
+"""A per-pixel uncertainty head for the KL (aleatoric uncertainty) loss of Kendall et al.
+
+The head predicts ``log s`` for every pixel, where ``s`` is the uncertainty that divides the
+cross-entropy in ``KL = CE / s + 0.5 * log s`` (ARM paper, Eq. 1). Predicting the logarithm keeps
+``s`` positive without a clamp and makes ``exp(-log s)`` numerically safe.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class UncertaintyHead(nn.Sequential):
+    """3x3 conv -> BN -> ReLU -> 1x1 conv to one channel, ``log s``.
+
+    The last convolution starts at zero, so training starts from ``s = 1`` everywhere (the KL
+    loss then equals cross-entropy).
+
+    Args:
+        in_channels: Channels of the features it reads (decoder features or class logits).
+        hidden: Channels of the 3x3 convolution.
+
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 32) -> None:
+        if in_channels < 1 or hidden < 1:
+            raise ValueError(f"UncertaintyHead needs in_channels, hidden >= 1; got {in_channels}, {hidden}.")
+        super().__init__(
+            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """(B, in_channels, h, w) features -> (B, 1, h, w) ``log s``."""
+        return super().forward(features)
+
+
+class InputTap:
+    """Keep the latest input of a module (a forward pre-hook), e.g. an smp net's segmentation head.
+
+    Args:
+        module: The module whose first positional input to keep.
+
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.features: Tensor | None = None
+        self.handle = module.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        self.features = inputs[0]
+
+
+def head_input_channels(net: nn.Module) -> int | None:
+    """Channels entering an smp-style ``net.segmentation_head``, or ``None`` if the net has none.
+
+    Args:
+        net: The segmentation network.
+
+    Returns:
+        ``in_channels`` of the first convolution of ``net.segmentation_head`` (the decoder's
+        output width), or ``None`` when there is no such head.
+
+    """
+    head = getattr(net, "segmentation_head", None)
+    if not isinstance(head, nn.Module):
+        return None
+    for layer in head.modules():
+        if isinstance(layer, nn.Conv2d):
+            return layer.in_channels
+    return None
