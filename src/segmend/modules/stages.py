@@ -65,7 +65,16 @@ class StageCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, stage: str, dirpath: str | Path) -> None:
-        super().__init__(dirpath=str(dirpath), save_last=True, save_top_k=0, save_on_train_epoch_end=True)
+        # one file, overwritten after every epoch: the latest checkpoint (monitor None, top-1) named
+        # "last" without version suffixes, so a re-run finds it under the same name
+        super().__init__(
+            dirpath=str(dirpath),
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        )
         self.stage = stage
 
     @property
