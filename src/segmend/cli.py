@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -108,19 +110,24 @@ class SegmendCLI(LightningCLI):
             self.trainer = run.trainer  # after_fit reports the last stage's scores
 
     def stage_trainer(self, stage: str) -> Trainer:
-        """A new Trainer from the trainer config: root ``<root>/<stage>``, logger name ``<name>-<stage>``."""
+        """A new Trainer from the trainer config: root ``<root>/<stage>``, logger name ``<name>-<stage>``.
+
+        Only the trainer's part of the config is instantiated again (fresh logger and callbacks, so
+        no state leaks from one stage into the next); the model and data are not rebuilt.
+        """
         parser = self._parser(self.subcommand)
         config = (self.config.get(self.subcommand) if self.subcommand else self.config).clone()
-        root = Path(config.trainer.default_root_dir or ".")
-        config.trainer.default_root_dir = str(root / stage)
-        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        trainer_config = config.trainer
+        root = Path(trainer_config.default_root_dir or ".")
+        trainer_config.default_root_dir = str(root / stage)
+        loggers = trainer_config.logger if isinstance(trainer_config.logger, list) else [trainer_config.logger]
         for logger in loggers:
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and "name" in init_args:
                 init_args.name = f"{init_args.name}-{stage}" if init_args.name else stage
-        init = parser.instantiate_classes(config)
-        callbacks = [self._get(init, key) for key in parser.callback_keys]
-        return self._instantiate_trainer(dict(init["trainer"]), callbacks)
+        kwargs = {key: _instantiate(value) for key, value in vars(trainer_config).items()}
+        callbacks = [_instantiate(config.get(key)) for key in parser.callback_keys]
+        return self._instantiate_trainer(kwargs, [c for c in callbacks if c is not None])
 
     def after_fit(self) -> None:
         """Print the final validation scores."""
@@ -130,6 +137,20 @@ class SegmendCLI(LightningCLI):
                 f"{key} {float(metrics[key]):.4f}" for key in ("val/mIoU", "val/aAcc", "val/mAcc") if key in metrics
             )
             print(f"Final validation: {scores}")
+
+
+def _instantiate(value: Any) -> Any:
+    """Instantiate ``class_path`` / ``init_args`` namespaces (recursively, also inside lists)."""
+    if isinstance(value, list):
+        return [_instantiate(item) for item in value]
+    if isinstance(value, Namespace) and "class_path" in value:
+        module_name, _, class_name = value.class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        init_args = value.get("init_args") or Namespace()
+        return cls(**{key: _instantiate(item) for key, item in vars(init_args).items()})
+    if isinstance(value, Namespace):
+        return {key: _instantiate(item) for key, item in vars(value).items()}
+    return value
 
 
 def main(args: list[str] | None = None) -> None:
