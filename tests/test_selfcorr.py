@@ -307,6 +307,8 @@ def test_three_stages_resume_at_first_unfinished_stage(tmp_path: Path):
 
 
 def test_stage_runner_errors(tmp_path: Path):
+    assert plan_stages(selfcorr("em_fixed")) == ("main",)  # EM-fixed needs no ancillary model
+    assert plan_stages(selfcorr("linear")) == ("ancillary", "main")
     with pytest.raises(ValueError, match="does not exist"):
         SelfCorrectionModule(num_classes=C, ancillary_checkpoint=str(tmp_path / "nope.ckpt"), **NET)
     with pytest.raises(ValueError, match="use_train_set"):

@@ -31,8 +31,8 @@ and training epoch, so a killed stage resumes from it) and ``<run_dir>/<stage>/f
 (written atomically when the stage's fit ends normally; its presence marks the stage as done). A
 re-run skips finished stages (loading what later stages need from their ``final.ckpt``) and
 resumes the first unfinished one from its ``last.ckpt``. Runs with ``fast_dev_run`` mark nothing
-as done. A stage interrupted by Ctrl-C (Lightning then returns from ``fit`` normally) stops the run
-without being marked done.
+as done. A stage stopped by an exception or Ctrl-C (Lightning 2.6 exits the process) is never
+marked done; a Trainer that reports ``interrupted`` after ``fit`` returns stops the run the same way.
 """
 
 from __future__ import annotations
