@@ -26,19 +26,21 @@ Stages (Sec. 3.4 of the paper), each with its training set served by
 3. ``main`` (``full+weak``): the primary model on F + W with the configured correction (for ``conv``
    it fine-tunes the stage-2 model).
 
-Run directory layout: ``<run_dir>/<stage>/checkpoints/last.ckpt`` (written after every validation
-and training epoch, so a killed stage resumes from it) and ``<run_dir>/<stage>/final.ckpt``
-(written atomically when the stage's fit ends normally; its presence marks the stage as done). A
-re-run skips finished stages (loading what later stages need from their ``final.ckpt``) and
-resumes the first unfinished one from its ``last.ckpt``. Runs with ``fast_dev_run`` mark nothing
-as done. A stage stopped by an exception or Ctrl-C (Lightning 2.6 exits the process) is never
-marked done; a Trainer that reports ``interrupted`` after ``fit`` returns stops the run the same way.
+Run directory layout: ``<run_dir>/<stage>/checkpoints/last.ckpt`` (written at the end of a
+training epoch, at most every ``checkpoint_interval`` seconds, so a killed stage resumes from it)
+and ``<run_dir>/<stage>/final.ckpt`` (written atomically when the stage's fit ends normally; its
+presence marks the stage as done). A re-run skips finished stages (loading what later stages need
+from their ``final.ckpt``) and resumes the first unfinished one from its ``last.ckpt``. Runs with
+``fast_dev_run`` mark nothing as done. A stage stopped by an exception or Ctrl-C (Lightning 2.6
+exits the process) is never marked done; a Trainer that reports ``interrupted`` after ``fit``
+returns stops the run the same way.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,17 +58,22 @@ TrainerFactory = Callable[[str], Trainer]
 
 
 class StageCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` of one stage in a fixed folder (no top-k), with a state key of its own.
+    """``last.ckpt`` of one stage in a fixed folder, with a state key of its own.
+
+    Written at the end of a training epoch, but at most once per ``min_interval`` seconds (the first
+    epoch always saves): short epochs (half of F is small) would otherwise write the whole model
+    and optimizer state every few steps. A killed stage loses at most ``min_interval`` of training.
 
     Args:
         stage: Stage name (part of the state key, so it never clashes with a user's ModelCheckpoint).
         dirpath: Folder of ``last.ckpt``.
+        min_interval: Seconds between two saves.
 
     """
 
-    def __init__(self, stage: str, dirpath: str | Path) -> None:
-        # one file, overwritten after every epoch: the latest checkpoint (monitor None, top-1) named
-        # "last" without version suffixes, so a re-run finds it under the same name
+    def __init__(self, stage: str, dirpath: str | Path, min_interval: float = 300.0) -> None:
+        # the latest checkpoint (monitor None, top-1) named "last" without version suffixes, so a
+        # re-run finds it under the same name
         super().__init__(
             dirpath=str(dirpath),
             filename="last",
@@ -76,10 +83,19 @@ class StageCheckpoint(ModelCheckpoint):
             enable_version_counter=False,
         )
         self.stage = stage
+        self.min_interval = min_interval
+        self._last_save: float | None = None
 
     @property
     def state_key(self) -> str:  # noqa: D102
         return f"StageCheckpoint[{self.stage}]"
+
+    def _save_topk_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if self._last_save is not None and now - self._last_save < self.min_interval:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+        self._last_save = now
 
 
 @dataclass
@@ -170,6 +186,7 @@ def run_self_correction(
     run_dir: str | Path,
     trainer_factory: TrainerFactory | None = None,
     ckpt_path: str | Path | None = None,
+    checkpoint_interval: float = 300.0,
 ) -> SelfCorrectionRun:
     """Train ``model`` through its stages, skipping finished ones and resuming a killed one.
 
@@ -183,6 +200,7 @@ def run_self_correction(
             :class:`StageCheckpoint` and, where the model asks (``ancillary_epochs``,
             ``pretrain_epochs``), overrides ``max_epochs``.
         ckpt_path: Checkpoint to resume the **main** stage from when it has no ``last.ckpt`` of its own.
+        checkpoint_interval: Minimum seconds between two writes of a stage's ``last.ckpt``.
 
     Returns:
         The stages' results and the last Trainer.
@@ -211,7 +229,7 @@ def run_self_correction(
         epochs = {"ancillary": model.hparams.ancillary_epochs, "pretrain": model.hparams.pretrain_epochs}.get(stage)
         if epochs is not None:
             trainer.fit_loop.max_epochs = epochs
-        trainer.callbacks.append(StageCheckpoint(stage, stage_dir / "checkpoints"))
+        trainer.callbacks.append(StageCheckpoint(stage, stage_dir / "checkpoints", checkpoint_interval))
         last = stage_dir / "checkpoints" / "last.ckpt"
         resume = last if last.is_file() else (Path(ckpt_path) if ckpt_path and stage == "main" else None)
         rank_zero_info(
