@@ -107,6 +107,7 @@ def trainer(root: Path, steps: int) -> Trainer:
         accelerator="cpu",
         devices=1,
         default_root_dir=str(root),
+        enable_checkpointing=False,  # the stage runner adds its own StageCheckpoint
     )
 
 
