@@ -297,6 +297,11 @@ def test_three_stages_resume_at_first_unfinished_stage(tmp_path: Path):
     pretrain = torch.load(tmp_path / "pretrain" / "final.ckpt", weights_only=False)
     assert pretrain["global_step"] == 4  # resumed at step 2, not restarted
 
+    # the default factory: CSV logs and stage folders under run_dir
+    em = run_self_correction(selfcorr("em_fixed"), TinySemiSup(), tmp_path / "em", trainer_kwargs={"max_steps": 1})
+    assert em.trainer.global_step == 1 and (tmp_path / "em" / "main" / "final.ckpt").is_file()
+    assert (tmp_path / "em" / "main" / "version_0" / "hparams.yaml").is_file()
+
     # a given ancillary checkpoint skips stage 1; everything done -> nothing is trained
     given = SelfCorrectionModule(
         num_classes=C, correction="linear", ancillary_checkpoint=str(tmp_path / "ancillary" / "final.ckpt"), **NET

@@ -134,12 +134,16 @@ def plan_stages(model: SelfCorrectionModule) -> tuple[str, ...]:
 
 
 def default_trainer_factory(run_dir: str | Path, **trainer_kwargs: Any) -> TrainerFactory:
-    """A factory of Trainers writing to ``<run_dir>/<stage>`` and logging to a CSV logger named after the stage."""
+    """A factory of Trainers writing to ``<run_dir>/<stage>``, logging to a CSV logger named after the stage.
+
+    Lightning's default ModelCheckpoint is off (each stage gets the runner's :class:`StageCheckpoint`).
+    """
     from lightning.pytorch.loggers import CSVLogger
 
     def factory(stage: str) -> Trainer:
         kwargs = dict(trainer_kwargs)
         kwargs.setdefault("logger", CSVLogger(str(run_dir), name=stage))
+        kwargs.setdefault("enable_checkpointing", False)  # the runner adds a StageCheckpoint
         return Trainer(default_root_dir=str(Path(run_dir) / stage), **kwargs)
 
     return factory
@@ -187,6 +191,7 @@ def run_self_correction(
     trainer_factory: TrainerFactory | None = None,
     ckpt_path: str | Path | None = None,
     checkpoint_interval: float = 300.0,
+    trainer_kwargs: dict[str, Any] | None = None,
 ) -> SelfCorrectionRun:
     """Train ``model`` through its stages, skipping finished ones and resuming a killed one.
 
@@ -195,12 +200,15 @@ def run_self_correction(
             the trained primary model.
         datamodule: A semi-supervised DataModule with ``use_train_set(name)``.
         run_dir: Folder of the stages' checkpoints (``<run_dir>/<stage>/...``).
-        trainer_factory: ``stage name -> new Trainer``; ``None`` uses :func:`default_trainer_factory`.
+        trainer_factory: ``stage name -> new Trainer``; ``None`` uses :func:`default_trainer_factory`
+            with ``trainer_kwargs``.
             Set ``default_root_dir`` and the logger's name per stage there; the runner adds a
             :class:`StageCheckpoint` and, where the model asks (``ancillary_epochs``,
             ``pretrain_epochs``), overrides ``max_epochs``.
         ckpt_path: Checkpoint to resume the **main** stage from when it has no ``last.ckpt`` of its own.
         checkpoint_interval: Minimum seconds between two writes of a stage's ``last.ckpt``.
+        trainer_kwargs: Trainer arguments of :func:`default_trainer_factory` (when no factory is given),
+            e.g. ``{"max_steps": 2000}``.
 
     Returns:
         The stages' results and the last Trainer.
@@ -211,7 +219,7 @@ def run_self_correction(
     """
     _check_datamodule(datamodule)
     run_dir = Path(run_dir)
-    factory = trainer_factory or default_trainer_factory(run_dir)
+    factory = trainer_factory or default_trainer_factory(run_dir, **(trainer_kwargs or {}))
     stages = plan_stages(model)
     results: list[StageResult] = []
     trainer: Trainer | None = None
