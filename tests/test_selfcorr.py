@@ -242,7 +242,8 @@ def test_ancillary_parameters_and_bn_buffers_unchanged_after_fit(tmp_path: Path)
         torch.testing.assert_close(value, before[key], msg=key)
     assert not module.ancillary.training and module.net.training
     assert any(not torch.equal(a, b) for a, b in zip(primary_before, module.net.parameters(), strict=False))
-    assert "train/alpha" in trainer.callback_metrics
+    # 2 steps: alpha is 30 at the first and 0.5 at the last (logged value = last step's)
+    assert float(trainer.callback_metrics["train/alpha"]) == pytest.approx(0.5)
 
 
 def test_untrained_ancillary_is_refused():
