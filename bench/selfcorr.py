@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/selfcorr.py                 # timing + every run; resumable
     .venv/bin/python bench/selfcorr.py --report-only   # rewrite the tables from the JSON
+    # control for conv's extra training (second process, its own JSON; waits for conv's stage 2):
+    .venv/bin/python bench/selfcorr.py --variants none_ft --skip-timing --json docs/results/selfcorr_control_runs.json
 
 For every size of F and seed (the seed draws F and W and initialises the nets), through the real
 modules, DataModule (``SemiSupervisedSyntheticDataModule``) and stage runner (``run_self_correction``):
@@ -52,6 +54,7 @@ ROWS = [
     ("none", "No self-correction"),
     ("linear", "Lin. self-correction"),
     ("conv", "Conv. self-correction"),
+    ("none_ft", "No self-correction, started from the F-only model (control: conv's 2 x steps)"),
     ("em_fixed", "EM-fixed (box-constrained, own predictions)"),
     ("f_only", "F only (primary, CE on F)"),
     ("fullsup", "Fully supervised (F + W masks)"),
@@ -122,6 +125,15 @@ def load_json() -> dict[str, Any]:
     return json.loads(JSON.read_text()) if JSON.is_file() else {"runs": {}}
 
 
+def all_runs() -> dict[str, Any]:
+    """Runs of the main JSON and of the control runs' JSON (written by a second process)."""
+    runs = dict(load_json()["runs"])
+    control = JSON.with_name("selfcorr_control_runs.json")
+    if control.is_file() and control != JSON:
+        runs.update(json.loads(control.read_text())["runs"])
+    return runs
+
+
 def save_result(key: str, result: dict[str, Any]) -> None:
     data = load_json()
     data["runs"][key] = result
@@ -150,10 +162,15 @@ def run_variant(args, variant: str, num_full: int, seed: int) -> None:
     if variant in ("ancillary", "f_only"):
         raise ValueError(f"{variant} is produced by the none / conv runs")
     model = SelfCorrectionModule(
-        correction=variant,
+        correction="none" if variant == "none_ft" else variant,
         ancillary_checkpoint=None if variant in ("none", "em_fixed") else str(anc_ckpt),
         **model_kwargs(dm.num_classes),
     )
+    if variant == "none_ft":  # control for conv's extra stage: start from conv's stage-2 primary
+        while not (base / "conv" / "pretrain" / "final.ckpt").is_file():  # made by the main sweep
+            time.sleep(30)
+        pretrain = torch.load(base / "conv" / "pretrain" / "final.ckpt", map_location="cpu", weights_only=False)
+        model.net.load_state_dict({k[4:]: v for k, v in pretrain["state_dict"].items() if k.startswith("net.")})
     run = run_self_correction(model, dm, base / variant, lambda stage: trainer(base / variant / stage, args.steps))
     if not run.completed:
         raise RuntimeError(f"{key} was interrupted")
@@ -243,7 +260,7 @@ def _iterate(loader, dm):
 # ---------------------------------------------------------------------------------------- report
 def report() -> None:
     data = load_json()
-    runs = data["runs"]
+    runs = all_runs()
     fulls = sorted({r["num_full"] for r in runs.values()})
     lines = [START, ""]
     if runs:
@@ -308,6 +325,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["none", "linear", "conv", "em_fixed", "fullsup"])
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "bench_selfcorr")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--json", type=Path, default=JSON, help="per-run results (a smoke test points this elsewhere)")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args()
@@ -317,6 +335,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     data = load_json()
+    data.setdefault("runs", {})
     data["machine"] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -327,7 +346,8 @@ def main() -> None:
     }
     JSON.parent.mkdir(parents=True, exist_ok=True)
     JSON.write_text(json.dumps(data, indent=1, sort_keys=True))
-    time_steps(args)
+    if not args.skip_timing:
+        time_steps(args)
     report()
     for seed in args.seeds:  # all F sizes of one seed first, so partial results cover both columns
         for num_full in args.fulls:
