@@ -436,10 +436,15 @@ def write_report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> N
                 f"| {loss} | {mark} | {summary(runs, variant, 'coarse', 'aAcc')} | {summary(runs, variant, 'coarse', 'mAcc')} | "
                 f"{summary(runs, variant, 'coarse')} | {delta(runs, variant, plain, 'coarse') if mark else ''} |"
             )
-    blocks += ["", "**Table 5 (paper Table 5): ARM vs OHEM.**", ""]
+    blocks += ["", "**Table 5 (paper Tables 5 and 6): ARM vs OHEM, fine and coarse labels.**", ""]
     blocks += ["| labels | method | aAcc | mAcc | mIoU | Δ mIoU vs base (paired) |", "|---|---|---|---|---|---|"]
     for labels in ("fine", "coarse"):
-        for name, variant in (("Base model (CE)", "base_ce"), ("OHEM", "ohem"), ("ARM", "arm")):
+        for name, variant in (
+            ("Base model (CE)", "base_ce"),
+            ("OHEM", "ohem"),
+            ("Linear ARM (suppressing)", "linear_suppress"),
+            ("ARM", "arm"),
+        ):
             blocks.append(
                 f"| synthetic {labels} | {name} | {summary(runs, variant, labels, 'aAcc')} | "
                 f"{summary(runs, variant, labels, 'mAcc')} | {summary(runs, variant, labels)} | "
