@@ -454,12 +454,13 @@ def write_report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> N
         "",
         "**What ARM learned** (mean over seeds): W(v) at v = -1, -0.5, 0, 0.5, 1, scaled to a "
         "maximum of 1, and the rank correlation of W with the Hölder closed form of the loss-by-confidence "
-        "histogram of the second half of training.",
+        "histogram of the second half of training. The rank correlation alone hides a flat W (a W that barely "
+        "moved still ranks the bins in the right order): W(1) / W(-1) near 1 means ARM did not shape the weights.",
         "",
     ]
     blocks += [
-        "| variant | W(-1) | W(-0.5) | W(0) | W(0.5) | W(1) | rank corr. with closed form |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | W(-1) | W(-0.5) | W(0) | W(0.5) | W(1) | rank corr. with closed form | W(1) / W(-1) per seed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant, (label_sets, options) in VARIANTS.items():
         if options["reweighting"] != "arm":
@@ -474,7 +475,12 @@ def write_report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> N
             corrs = [r["closed_form_rank_corr"] for r in found if r["closed_form_rank_corr"] is not None]
             corr = f"{statistics.fmean(corrs):.3f}" if corrs else "–"
             points = " | ".join(f"{mean[i]:.2f}" for i in (0, 5, 10, 15, 20))
-            blocks.append(f"| {variant} ({labels}) | {points} | {corr} (n={len(corrs)}) |")
+            contrast = ", ".join(
+                f"{r['arm_curve'][-1] / max(r['arm_curve'][0], 1e-12):.2f}" for r in sorted(found, key=run_order)
+            )
+            blocks.append(f"| {variant} ({labels}) | {points} | {corr} (n={len(corrs)}) | {contrast} |")
+    if plot_curves(runs, args.output.with_name(args.output.stem + "_curves.png")):
+        blocks += ["", f"![ARM's W(v) against the closed form]({args.output.stem}_curves.png)"]
     blocks.append("<!-- end of generated tables -->")
     generated = "\n".join(blocks)
     text = args.output.read_text() if args.output.is_file() else ""
@@ -484,6 +490,51 @@ def write_report(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> N
     else:
         text = ablation_header(args) + generated + "\n"
     args.output.write_text(text)
+
+
+def plot_curves(runs: dict[str, dict[str, Any]], path: Path) -> bool:
+    """Plot each seed's learned W(v) with the closed form of its loss-by-confidence histogram.
+
+    Returns:
+        Whether a figure was written (there are finished ARM runs with a histogram).
+
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [v for v in ("arm", "gce_arm", "arm_entropy", "kl_arm") if any(r["variant"] == v for r in runs.values())]
+    if not shown:
+        return False
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.2), squeeze=False)
+    centres = (torch.linspace(-1, 1, 21)[:-1] + torch.linspace(-1, 1, 21)[1:]) / 2
+    for axis, variant in zip(axes[0], shown, strict=True):
+        for r in sorted((r for r in runs.values() if r["variant"] == variant and "arm_curve" in r), key=run_order):
+            curve = torch.tensor(r["arm_curve"])
+            (line,) = axis.plot(CURVE_POINTS, curve / curve.max().clamp_min(1e-12), label=f"{r['labels']} s{r['seed']}")
+            counts = torch.tensor(r["confidence_histogram"], dtype=torch.float64)
+            optimal = holder_optimal_weights(torch.tensor(r["loss_by_confidence"], dtype=torch.float64), counts)
+            occupied = counts > 0
+            axis.plot(
+                centres[occupied],
+                optimal[occupied] / optimal.max().clamp_min(1e-12),
+                "o",
+                ms=2.5,
+                color=line.get_color(),
+            )
+        axis.set_title(f"{variant}: W(v) (line), closed form (dots)", fontsize=8)
+        axis.set_xlabel("confidence v")
+        axis.legend(fontsize=6)
+    axes[0][0].set_ylabel("weight / max")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return True
+
+
+def run_order(run: dict[str, Any]) -> tuple[str, int]:
+    return run["labels"], run["seed"]
 
 
 def ablation_header(args: argparse.Namespace) -> str:
