@@ -148,6 +148,8 @@ def run_variant(args, variant: str, num_full: int, seed: int) -> None:
     if key in load_json()["runs"]:
         return
     base = args.root / f"F{num_full}_seed{seed}"
+    while variant == "none_ft" and not (base / "conv" / "pretrain" / "final.ckpt").is_file():
+        time.sleep(30)  # the control starts from conv's stage 2, made by the main sweep
     dm = datamodule(args, num_full, seed)
     seed_everything(seed, workers=True)
     started = time.time()
@@ -167,8 +169,6 @@ def run_variant(args, variant: str, num_full: int, seed: int) -> None:
         **model_kwargs(dm.num_classes),
     )
     if variant == "none_ft":  # control for conv's extra stage: start from conv's stage-2 primary
-        while not (base / "conv" / "pretrain" / "final.ckpt").is_file():  # made by the main sweep
-            time.sleep(30)
         pretrain = torch.load(base / "conv" / "pretrain" / "final.ckpt", map_location="cpu", weights_only=False)
         model.net.load_state_dict({k[4:]: v for k, v in pretrain["state_dict"].items() if k.startswith("net.")})
     run = run_self_correction(model, dm, base / variant, lambda stage: trainer(base / variant / stage, args.steps))
