@@ -53,9 +53,9 @@ def data_args(config: Path, data_cache: Path) -> list[str]:
     """CLI overrides pointing a shipped config's DataModule at tiny seeded fixture data."""
     text = config.read_text()
     small = ["--data.init_args.crop_size=64", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0"]
-    semisup = ["--data.init_args.num_full=2", "--data.init_args.full_per_batch=1"]
+    one_full_per_batch = "--data.init_args.full_per_batch=1"
     if "class_path: SemiSupervisedSyntheticDataModule" in text:
-        return [*tiny_data_args(data_cache), "--data.init_args.num_full=4", "--data.init_args.full_per_batch=1"]
+        return [*tiny_data_args(data_cache), "--data.init_args.num_full=4", one_full_per_batch]
     if "class_path: SemiSupervisedVOCDataModule" in text:
         from tests.voc_fixture import make_voc_sbd
 
@@ -64,7 +64,7 @@ def data_args(config: Path, data_cache: Path) -> list[str]:
             make_voc_sbd(base)
         voc, sbd = base / "VOCdevkit" / "VOC2012", base / "benchmark_RELEASE" / "dataset"
         # F from all 6 train_aug ids, so half of F (the ancillary stage's set) is 2 images, not 1
-        pool = ["--data.init_args.full_pool=train_aug", "--data.init_args.num_full=4", semisup[1]]
+        pool = ["--data.init_args.full_pool=train_aug", "--data.init_args.num_full=4", one_full_per_batch]
         return [f"--data.init_args.root={voc}", f"--data.init_args.sbd_root={sbd}", *small, *pool]
     if "class_path: SemiSupervisedCityscapesDataModule" in text:
         from tests.cityscapes_fixture import make_cityscapes
@@ -75,7 +75,7 @@ def data_args(config: Path, data_cache: Path) -> list[str]:
         # 3 train images: half of F is 1 image, and DeepLabV3+'s ASPP image pooling cannot train its
         # BatchNorm on a batch of one 1x1 map, so this fixture run uses a Unet
         unet = ["--model.init_args.arch=Unet", "--model.init_args.net_kwargs=null"]
-        return [f"--data.init_args.root={root}", *small, *semisup, *unet]
+        return [f"--data.init_args.root={root}", *small, "--data.init_args.num_full=2", one_full_per_batch, *unet]
     if "class_path: CityscapesDataModule" in text:
         from tests.cityscapes_fixture import make_cityscapes
 
