@@ -2,5 +2,6 @@
 
 from segmend.callbacks.arm_curve import ARMCurveLogger
 from segmend.callbacks.image_logger import SegmentationImageLogger
+from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
 
-__all__ = ["ARMCurveLogger", "SegmentationImageLogger"]
+__all__ = ["ARMCurveLogger", "SegmentationImageLogger", "SegmentationPredictionWriter"]

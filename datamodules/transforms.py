@@ -176,22 +176,33 @@ def to_sample(
 
     Returns:
         ``image`` (3, H, W) float, ``mask`` (H, W) long (all 255 without labels),
-        ``has_mask`` bool, ``id`` str, and ``boxes`` (C, H, W) float when a box mask was given.
+        ``has_mask`` bool, ``id`` str, ``image_size`` (2,) long: (height, width) of the image as
+        read, before any transform, ``content_size`` (2,) long: (height, width) of the part of
+        ``image`` that holds the (possibly resized) image, the rest being bottom/right padding,
+        and ``boxes`` (C, H, W) float when a box mask was given. With the eval transforms,
+        ``image[:, :h, :w]`` for ``(h, w) = content_size`` is the image, resized to ``image_size``
+        it is the original.
 
     """
     has_mask = mask is not None
     inputs: dict[str, Any] = {
         "image": image,
         "mask": mask if has_mask else np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8),
+        "masks": [np.ones(image.shape[:2], dtype=np.uint8)],  # 1 on the image, padding fills 255
     }
     if box_mask is not None:
         inputs["box_mask"] = np.ascontiguousarray(box_mask.transpose(1, 2, 0))
     out = transform(**inputs)
+    inside = out["masks"][0] == 1
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    content = (int(rows[-1]) + 1 if rows.size else 0, int(cols[-1]) + 1 if cols.size else 0)
     sample = {
         "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),
         "mask": torch.from_numpy(np.ascontiguousarray(out["mask"])).long(),
         "has_mask": has_mask,
         "id": sample_id,
+        "image_size": torch.tensor(image.shape[:2], dtype=torch.long),
+        "content_size": torch.tensor(content, dtype=torch.long),
     }
     if box_mask is not None:
         boxes = np.ascontiguousarray(out["box_mask"].transpose(2, 0, 1)) == 1  # padding (255) -> 0

@@ -8,11 +8,13 @@ from typing import Any, NoReturn
 
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import segmend.callbacks
 import segmend.datamodules
 import segmend.modules
+from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
 from segmend.modules.selfcorr import SelfCorrectionModule
 from segmend.modules.stages import run_self_correction
 
@@ -57,6 +59,9 @@ class SegmendCLI(LightningCLI):
       (:func:`~segmend.modules.stages.run_self_correction`) under ``trainer.default_root_dir``, each
       on a new Trainer built from the same trainer config with ``default_root_dir`` set to
       ``<root>/<stage>`` and the logger's ``name`` suffixed with ``-<stage>``.
+    * ``predict`` writes label maps with a :class:`~segmend.callbacks.SegmentationPredictionWriter`
+      (added when no prediction writer is configured) and keeps no predictions in memory
+      (``return_predictions`` defaults to false).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -137,6 +142,36 @@ class SegmendCLI(LightningCLI):
                 f"{key} {float(metrics[key]):.4f}" for key in ("val/mIoU", "val/aAcc", "val/mAcc") if key in metrics
             )
             print(f"Final validation: {scores}")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer; for ``predict``, with a prediction writer when the config has none."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "predict":
+            self.add_default_prediction_writer(trainer)
+        return trainer
+
+    @staticmethod
+    def add_default_prediction_writer(trainer: Trainer) -> None:
+        """Add a :class:`~segmend.callbacks.SegmentationPredictionWriter` unless a writer is configured.
+
+        With its defaults it writes label maps under ``<default_root_dir>/predictions/<split>``.
+        """
+        if not any(isinstance(callback, BasePredictionWriter) for callback in trainer.callbacks):
+            trainer.callbacks.append(SegmentationPredictionWriter())
+
+    def predict(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``trainer.predict`` that keeps no predictions in memory unless ``--return_predictions=true``.
+
+        The prediction writer saves them as batches finish; returning them too would hold every
+        image's probabilities until the end.
+        """
+        return self.trainer.predict(model, datamodule=datamodule, return_predictions=bool(return_predictions), **kwargs)
 
 
 def _instantiate(value: Any) -> Any:

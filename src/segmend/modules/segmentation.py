@@ -279,6 +279,10 @@ class SegmentationModule(LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Label maps and probabilities of a batch.
 
+        The maps have the batch's padded size; the batch's ``content_size`` and ``image_size`` give
+        each image's region and original size (:class:`~segmend.callbacks.SegmentationPredictionWriter`
+        crops, resizes and writes them to disk).
+
         Returns:
             ``{"id": list[str], "labels": (B, H, W) long, "probs": (B, C, H, W) float}``.
 
