@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from functools import partial
 from typing import Any
 
@@ -11,8 +12,10 @@ from segmend.datamodules.transforms import eval_transform, to_sample, train_tran
 from segmend.datamodules.voc_format import voc_palette
 from torch.utils.data import DataLoader, Dataset
 
+from segmend.hparams import LoggedHyperparameters
 
-class SegmentationDataModule(LightningDataModule):
+
+class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
     """Base of segmend's DataModules; subclasses implement :meth:`build_dataset`.
 
     Batches follow segmend's batch contract: ``image`` (B, 3, H, W) float, ``mask`` (B, H, W)
@@ -51,6 +54,7 @@ class SegmentationDataModule(LightningDataModule):
         predict_split: str = "val",
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # every subclass's arguments too: logged beside the model's
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if crop_size is None and tuple(scale_range) != (1.0, 1.0):
@@ -72,6 +76,7 @@ class SegmentationDataModule(LightningDataModule):
         """Number of classes, background included."""
         return len(self.class_names)
 
+    @abstractmethod
     def build_dataset(self, split: str, train: bool) -> Dataset:
         """Create the dataset of ``split`` ("train", "val", "test" or another split name).
 
@@ -80,7 +85,6 @@ class SegmentationDataModule(LightningDataModule):
             train: Whether to apply training augmentation.
 
         """
-        raise NotImplementedError
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
         """The dataset of ``split``, built once."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,10 +87,12 @@ def test_unknown_class_names_the_problem(tmp_path: Path, capsys: pytest.CaptureF
     assert "short names" in err and "SegmentationModule" in err
 
 
-def test_num_classes_mismatch_between_config_and_data(tmp_path: Path, data_cache: Path):
+def test_num_classes_mismatch_between_config_and_data(tmp_path: Path, data_cache: Path, capsys):
     config = REPO / "configs" / "baseline_synthetic.yaml"
-    with pytest.raises(ValueError, match=r"num_classes mismatch.*num_classes=4.*6 classes"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *fast_cli_args(config, tmp_path, data_cache), "--model.init_args.num_classes=4"])
+    assert exit_info.value.code == 2
+    assert re.search(r"num_classes mismatch.*num_classes=4.*6 classes", capsys.readouterr().err)
 
 
 def test_any_nn_module_as_net_by_class_path(tmp_path: Path, data_cache: Path):

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jsonargparse import Namespace
+import torch
+import yaml
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 import segmend.callbacks
 import segmend.datamodules
 import segmend.modules
 from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
+from segmend.cli_hints import hint_for
 from segmend.modules.selfcorr import SelfCorrectionModule
 from segmend.modules.stages import run_self_correction
 
@@ -25,23 +35,50 @@ SHORT_NAMES = tuple(
         for name in package.__all__
         if isinstance(getattr(package, name), type)
         and issubclass(getattr(package, name), (LightningModule, LightningDataModule, Callback))
+        and not inspect.isabstract(getattr(package, name))
     )
 )
+MAX_LISTED_SUBCLASSES = 12
+KNOWN_SUBCLASSES = re.compile(r"known subclasses: ([^)]*)")
+
+
+def segmend_version() -> str:
+    """The installed version of segmend."""
+    try:
+        return version("segmend")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+class UserInputError(ValueError):
+    """A mistake in the configuration or the data, found before training starts; shown without a traceback."""
+
+
+class SegmendHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with long "known subclasses" lists cut (``net`` would list every torch.nn class)."""
+
+    def _get_help_string(self, action: Any) -> str:
+        return KNOWN_SUBCLASSES.sub(_shorten_subclasses, super()._get_help_string(action))
+
+
+def _shorten_subclasses(found: re.Match) -> str:
+    names = found.group(1).split(", ")
+    if len(names) <= MAX_LISTED_SUBCLASSES:
+        return found.group(0)
+    shown = ", ".join(names[:MAX_LISTED_SUBCLASSES])
+    return f"known subclasses: {shown}, and {len(names) - MAX_LISTED_SUBCLASSES} more (any import path works)"
 
 
 class SegmendArgumentParser(LightningArgumentParser):
     """Argument parser whose errors about unknown classes say which short names exist."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", SegmendHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        """Report a parse error, with a hint when a class path could not be resolved."""
-        if "import path" in message or "class_path" in message:
-            message += (
-                "\nhint: a class_path is one of segmend's short names ("
-                + ", ".join(SHORT_NAMES)
-                + ") or a full import path such as lightning.pytorch.callbacks.ModelCheckpoint;"
-                " check its spelling and that the package defining it is installed."
-            )
-        super().error(message, ex)
+        """Report a parse error, with hints: the closest class or option name, where an option lives."""
+        super().error(message + hint_for(message, self, SHORT_NAMES), ex)
 
 
 class SegmendCLI(LightningCLI):
@@ -70,34 +107,79 @@ class SegmendCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", SegmendArgumentParser)
+        kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """The main parser, with ``--version``."""
+        parser = super().init_parser(**kwargs)
+        parser.add_argument("--version", action="version", version=f"segmend {segmend_version()}")
+        return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:  # noqa: D102
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Remember a ``num_classes`` written in the config, to compare it with the data."""
-        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        self._configured_num_classes = config.get("model", {}).get("init_args", {}).get("num_classes")
-
-    def instantiate_classes(self) -> None:
-        """Instantiate, then stop if the config's ``num_classes`` contradicts the data.
+        """Check the accelerator; remember a ``num_classes`` written in the config, to compare it with the data.
 
         Raises:
-            ValueError: If ``model.init_args.num_classes`` differs from the DataModule's.
+            UserInputError: If the config asks for a GPU and none is available.
 
         """
-        super().instantiate_classes()
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        self._configured_num_classes = config.get("model", {}).get("init_args", {}).get("num_classes")
+        check_accelerator(config.get("trainer", Namespace()))
+
+    def instantiate_classes(self) -> None:
+        """Instantiate; an error raised by a class's constructor becomes a :class:`UserInputError`.
+
+        Raises:
+            UserInputError: If a constructor rejected its arguments, or if the config's
+                ``num_classes`` contradicts the data.
+
+        """
+        with user_errors():
+            super().instantiate_classes()
         data_classes = getattr(self.datamodule, "num_classes", None)
         requested = self._configured_num_classes
         if requested is not None and data_classes is not None and requested != data_classes:
-            raise ValueError(
+            raise UserInputError(
                 f"num_classes mismatch: the config sets model.init_args.num_classes={requested} "
                 f"but the data ({type(self.datamodule).__name__}) has {data_classes} classes. "
                 "Remove model.init_args.num_classes (segmend takes it from the data) or use data "
                 "with that many classes."
             )
+
+    def check_before_running(self, stage: str) -> None:
+        """Build the stage's datasets and check the model against the data, before any logger starts a run.
+
+        Lightning starts the loggers' runs (a W&B run) before it sets the data up, so without this a
+        missing dataset or a crop size the net cannot take would surface after a run was created,
+        inside a long traceback.
+
+        Raises:
+            UserInputError: With the message of the check that failed.
+
+        """
+        with user_errors():
+            if self.datamodule is not None:
+                self.datamodule.setup(stage)
+                check = getattr(self.model, "check_datamodule", None)
+                if callable(check):
+                    check(self.datamodule)
+
+    def before_fit(self) -> None:  # noqa: D102
+        self.check_before_running("fit")
+
+    def before_validate(self) -> None:  # noqa: D102
+        self.check_before_running("validate")
+
+    def before_test(self) -> None:  # noqa: D102
+        self.check_before_running("test")
+
+    def before_predict(self) -> None:  # noqa: D102
+        self.check_before_running("predict")
 
     def fit(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> None:
         """``trainer.fit``, or the stage runner for a :class:`~segmend.modules.SelfCorrectionModule`."""
@@ -188,9 +270,69 @@ def _instantiate(value: Any) -> Any:
     return value
 
 
+class LoggedSaveConfigCallback(SaveConfigCallback):
+    """Writes ``config.yaml`` and logs the full resolved config (what ``--print_config`` prints) to every logger."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:  # noqa: D102
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
+
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+CPU_OVERRIDES = (
+    "--trainer.accelerator=cpu --trainer.devices=1 --trainer.strategy=auto --trainer.precision=32-true "
+    "--trainer.sync_batchnorm=false"
+)
+
+
+def check_accelerator(trainer_config: Namespace) -> None:
+    """Stop with the overrides that run a GPU config here, when it asks for a GPU that this machine lacks.
+
+    Raises:
+        UserInputError: If ``trainer.accelerator`` is ``gpu``/``cuda`` and CUDA is not available.
+
+    """
+    accelerator = trainer_config.get("accelerator")
+    if isinstance(accelerator, str) and accelerator.lower() in GPU_ACCELERATORS and not torch.cuda.is_available():
+        raise UserInputError(
+            f"this config asks for trainer.accelerator={accelerator} (devices={trainer_config.get('devices')}, "
+            f"precision={trainer_config.get('precision')}), but this machine has no CUDA GPU. To run it on the "
+            f"CPU (slowly: the shipped GPU configs carry the papers' full budgets), add: {CPU_OVERRIDES}"
+        )
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a ``ValueError`` / ``OSError`` raised while building or checking the run into a :class:`UserInputError`.
+
+    The message is that of the innermost cause, so the user reads segmend's own message rather
+    than jsonargparse's wrapper around it.
+    """
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (ValueError, OSError) as error:
+        cause: BaseException = error
+        while isinstance(cause.__cause__, (ValueError, OSError)):
+            cause = cause.__cause__
+        raise UserInputError(str(cause)) from error
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``segmend`` and ``lightning`` console scripts."""
-    SegmendCLI(args=args)
+    """Entry point of the ``segmend`` and ``lightning`` console scripts.
+
+    Mistakes in the configuration or the data found before training starts are printed as one
+    message (exit code 2); set ``SEGMEND_TRACEBACK=1`` to see the traceback as well.
+    """
+    try:
+        SegmendCLI(args=args)
+    except UserInputError as error:
+        if os.environ.get("SEGMEND_TRACEBACK"):
+            raise
+        print(f"segmend: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

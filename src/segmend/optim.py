@@ -133,3 +133,25 @@ class WarmupStepLR(TotalStepsAware, LambdaLR):
             return self.warmup_start + (1.0 - self.warmup_start) * step / warmup_steps
         drops = sum(step >= m * total for m in self.milestones)
         return self.gamma**drops
+
+
+def describe_optimization(optimizer: Optimizer, scheduler: Any) -> str:
+    """One line naming the optimizer, each parameter group's lr and weight decay, and the schedule.
+
+    Printed when a fit starts, so that the lr in use is never a surprise (changing only the
+    optimizer's class on the command line keeps the config's ``init_args``, its lr included).
+
+    Args:
+        optimizer: The built optimizer.
+        scheduler: The built schedule.
+
+    Returns:
+        For example ``"Optimizer: AdamW, lr 0.003, weight_decay 0.0001; schedule: PolyLR"``.
+
+    """
+    groups = []
+    for index, group in enumerate(optimizer.param_groups):
+        name = group.get("name", f"group {index}") if len(optimizer.param_groups) > 1 else ""
+        settings = f"lr {group['lr']:g}, weight_decay {group.get('weight_decay', 0.0):g}"
+        groups.append(f"{name}: {settings}" if name else settings)
+    return f"Optimizer: {type(optimizer).__name__}, {'; '.join(groups)}; schedule: {type(scheduler).__name__}"

@@ -8,20 +8,22 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from segmend.hparams import LoggedHyperparameters
 from segmend.metrics import segmentation_metrics
 from segmend.nets.aux_head import EncoderTap, FCNHead
 from segmend.nets.factory import build_smp_net
 from segmend.nets.tta import resize_logits, tta_probabilities
-from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer
+from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer, describe_optimization
 
 Stage = Literal["train", "val", "test"]
 
 
-class SegmentationModule(LightningModule):
+class SegmentationModule(LoggedHyperparameters, LightningModule):
     """Supervised semantic segmentation: a network, a loss, metrics and an optimizer.
 
     Methods subclass it and override :meth:`configure_losses`, :meth:`compute_loss` or
@@ -165,6 +167,7 @@ class SegmentationModule(LightningModule):
             config = {"scheduler": scheduler, "interval": "epoch", "monitor": "val/mIoU"}
         else:
             config = {"scheduler": scheduler, "interval": "step"}
+        rank_zero_info(describe_optimization(optimizer, scheduler))
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     # ------------------------------------------------------------------ checks
