@@ -64,6 +64,7 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
             )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.crop_size = crop_size  # read by SegmentationModule.check_datamodule
         self.num_workers = num_workers
         self.with_boxes = with_boxes
         self.predict_split = predict_split

@@ -160,8 +160,13 @@ def instance_boxes(
     return boxes
 
 
-def read_sbd_ids(sbd_root: Path, split: str) -> list[str]:
+def read_sbd_ids(sbd_root: Path, split: str, argument: str = "sbd_root") -> list[str]:
     """The ids of SBD's ``<sbd_root>/<split>.txt`` (``train`` or ``val``).
+
+    Args:
+        sbd_root: SBD's ``benchmark_RELEASE/dataset`` folder.
+        split: ``train`` or ``val``.
+        argument: Name of the argument holding ``sbd_root``, named in the error.
 
     Raises:
         ValueError: For another split name.
@@ -173,7 +178,10 @@ def read_sbd_ids(sbd_root: Path, split: str) -> list[str]:
     path = Path(sbd_root) / f"{split}.txt"
     if not path.is_file():
         raise missing_data_error(
-            path, f"SBD's list of '{split}' ids (sbd_root must be the benchmark_RELEASE/dataset folder)", SECTION
+            path,
+            f"SBD's list of '{split}' ids ({argument} must be the benchmark_RELEASE/dataset folder)",
+            SECTION,
+            argument,
         )
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
@@ -202,7 +210,9 @@ def train_aug_ids(
     elif aug_source == "png":
         folder = voc_root / aug_dir
         if not folder.is_dir():
-            raise missing_data_error(folder, "the pre-converted SBD masks as <id>.png (SegmentationClassAug)", SECTION)
+            raise missing_data_error(
+                folder, "the pre-converted SBD masks as <id>.png (SegmentationClassAug)", SECTION, "aug_dir"
+            )
         augmented = {p.stem for p in folder.glob("*.png")}
     else:
         raise ValueError(f"aug_source must be 'sbd' or 'png', got {aug_source!r}.")
@@ -251,7 +261,7 @@ class SBDDataset(VOCSegmentationDataset):
         )
 
     def read_ids(self, split: str) -> list[str]:  # noqa: D102
-        return read_sbd_ids(self.root, split)
+        return read_sbd_ids(self.root, split, argument="root")
 
     def check_mask_folders(self) -> None:  # noqa: D102
         if not (self.root / "cls").is_dir():
@@ -355,8 +365,9 @@ class VOCAugDataset(VOCSegmentationDataset):
     def check_mask_folders(self) -> None:  # noqa: D102
         super().check_mask_folders()
         if not self.aug_folder.is_dir():
-            what = "SBD's class masks as <id>.mat (GTcls)" if self.aug_source == "sbd" else "<id>.png label masks"
-            raise missing_data_error(self.aug_folder, what, SECTION)
+            if self.aug_source == "sbd":
+                raise missing_data_error(self.aug_folder, "SBD's class masks as <id>.mat (GTcls)", SECTION, "sbd_root")
+            raise missing_data_error(self.aug_folder, "<id>.png label masks", SECTION, "aug_dir")
 
     def aug_mask_path(self, sample_id: str) -> Path:
         """Path of the augmented mask of ``sample_id``."""

@@ -325,7 +325,13 @@ class SemiSupervisedVOCDataModule(SemiSupervisedMixin, VOCDataModule):
         """Whether the sets are read with SBD / PNG masks (when ``train_aug`` is involved)."""
         return TRAIN_AUG in (self.weak_split, self.full_pool)
 
+    def stage_splits(self, stage: str | None = None) -> set[str]:
+        """The VOC DataModule's splits of ``stage``, plus ``full_pool`` when training."""
+        splits = super().stage_splits(stage)
+        return splits | {self.full_pool} if stage in (None, "fit") else splits
+
     def training_ids(self) -> list[str]:  # noqa: D102
+        self.check_data("fit")  # every missing root at once, before any list is read
         return self.split_ids(self.weak_split)
 
     def full_pool_ids(self) -> list[str]:  # noqa: D102

@@ -15,6 +15,7 @@ Semantic Boundaries Dataset; its reader is :class:`segmend.datamodules.sbd.VOCAu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,22 +34,70 @@ from torch.utils.data import Dataset
 
 DATASETS_DOC = "docs/datasets.md"
 SECTION = "PASCAL VOC and SBD"
+DOWNLOAD_SECTIONS = ("PASCAL VOC and SBD", "Cityscapes", "ADE20K")  # sections of DATASETS_DOC with download pages
 AugSource = Literal["sbd", "png"]
 
 
-def missing_data_error(path: Path, expected: str, section: str) -> FileNotFoundError:
+def _see_docs(section: str) -> str:
+    downloads = " and the official download pages" if section in DOWNLOAD_SECTIONS else ""
+    return f"See {DATASETS_DOC} ({section}) for the layout{downloads}."
+
+
+def missing_data_error(path: Path, expected: str, section: str, argument: str = "root") -> FileNotFoundError:
     """Error for a dataset path that does not hold what a reader needs.
 
     Args:
         path: The path that was looked at.
         expected: What should be there.
         section: Section of ``docs/datasets.md`` that explains the layout.
+        argument: The argument that leads to ``path`` and must be fixed (``root``, ``sbd_root``, ...).
 
     """
     return FileNotFoundError(
-        f"Dataset not found: looked at {path}, expected {expected}. "
-        f"See {DATASETS_DOC} ({section}) for the layout and download links, and point the "
-        "DataModule's `root` at the folder that holds it."
+        f"Dataset not found: looked at {path}, expected {expected}. Set `{argument}` to the folder that "
+        f"holds it. {_see_docs(section)}"
+    )
+
+
+@dataclass(frozen=True)
+class MissingData:
+    """A path that a DataModule argument leads to and that does not hold what it should.
+
+    Attributes:
+        argument: The argument to fix (``root``, ``sbd_root``, ``aug_dir``, ...).
+        value: The argument's value.
+        path: The path looked at (``value`` itself or a file or folder in it).
+        expected: What should be there.
+
+    """
+
+    argument: str
+    value: Path | str
+    path: Path
+    expected: str
+
+
+def missing_roots_error(owner: str, missing: Sequence[MissingData], section: str) -> FileNotFoundError:
+    """One error listing every missing path, grouped by the argument to fix.
+
+    Args:
+        owner: Name of the DataModule (or reader) the arguments belong to.
+        missing: What is missing (see :class:`MissingData`), in the order to report.
+        section: Section of ``docs/datasets.md`` that explains the layouts.
+
+    """
+    arguments = list(dict.fromkeys(m.argument for m in missing))
+    lines = []
+    for argument in arguments:
+        items = [m for m in missing if m.argument == argument]
+        lines.append(f"  - {argument}={items[0].value}:")
+        lines += [f"      {m.path} is missing; expected {m.expected}" for m in items]
+    return FileNotFoundError(
+        f"Dataset not found: {owner} cannot find the data of {' and '.join(arguments)}.\n"
+        + "\n".join(lines)
+        + f"\nSet {' and '.join(arguments)} to "
+        + ("the folder that holds the data" if len(arguments) == 1 else "the folders that hold their data")
+        + f" (e.g. --data.init_args.{arguments[0]}=<folder>). {_see_docs(section)}"
     )
 
 
@@ -329,6 +378,103 @@ class VOCDataModule(SegmentationDataModule):
                 "train_aug with aug_source 'sbd' needs sbd_root: set it to SBD's benchmark_RELEASE/dataset "
                 "folder (from benchmark.tgz), or use aug_source: png with a SegmentationClassAug folder in root."
             )
+
+    def setup(self, stage: str) -> None:
+        """Check that the data the stage needs is there (:meth:`check_data`), then build the datasets."""
+        self.check_data(stage)
+        super().setup(stage)
+
+    def stage_splits(self, stage: str | None = None) -> set[str]:
+        """Names of the splits (``ImageSets/Segmentation`` lists or ``train_aug``) a Trainer stage reads.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"``, or ``None`` for every stage.
+
+        """
+        keys = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
+        wanted = keys[stage] if stage in keys else ("train", "val", "test", self.predict_split)
+        return {self.splits.get(key, key) for key in wanted}
+
+    def missing_data(self, stage: str | None = None) -> list[MissingData]:
+        """Every folder and list the stage needs that is not on disk, with the argument leading to it.
+
+        Checks ``root`` (``JPEGImages``, the mask folder, the split lists), and for ``train_aug``
+        ``sbd_root`` (``cls``, ``train.txt``, ``val.txt``) or ``aug_dir``. Reads no sample.
+
+        Args:
+            stage: As in :meth:`stage_splits`.
+
+        """
+        splits = self.stage_splits(stage)
+        root = self.root
+        missing: list[MissingData] = []
+        if not root.is_dir():
+            missing.append(
+                MissingData(
+                    "root",
+                    root,
+                    root,
+                    "the VOC2012 folder (VOCdevkit/VOC2012 of VOCtrainval_11-May-2012.tar) holding "
+                    f"JPEGImages, {self.mask_dir} and ImageSets/Segmentation",
+                )
+            )
+        else:
+            mask_argument = "root" if self.mask_dir == "SegmentationClass" else "mask_dir"
+            needed = [
+                ("root", root / "JPEGImages", "a folder of <id>.jpg images"),
+                (mask_argument, root / self.mask_dir, "a folder of <id>.png label masks"),
+            ]
+            lists = {s for s in splits if s != TRAIN_AUG} | ({"train", "val"} if TRAIN_AUG in splits else set())
+            needed += [
+                ("root", root / "ImageSets/Segmentation" / f"{name}.txt", f"the list of ids of split '{name}'")
+                for name in sorted(lists)
+            ]
+            for argument, path, expected in needed:
+                if not path.exists():
+                    value = self.mask_dir if argument == "mask_dir" else root
+                    missing.append(MissingData(argument, value, path, expected))
+        if TRAIN_AUG in splits and self.aug_source == "sbd" and self.sbd_root is not None:
+            sbd = self.sbd_root
+            if not sbd.is_dir():
+                missing.append(
+                    MissingData(
+                        "sbd_root",
+                        sbd,
+                        sbd,
+                        "SBD's benchmark_RELEASE/dataset folder (from benchmark.tgz) holding cls, inst, "
+                        "train.txt and val.txt",
+                    )
+                )
+            else:
+                for path, expected in (
+                    (sbd / "cls", "SBD's class masks as <id>.mat (GTcls)"),
+                    (sbd / "train.txt", "SBD's list of 'train' ids"),
+                    (sbd / "val.txt", "SBD's list of 'val' ids"),
+                ):
+                    if not path.exists():
+                        missing.append(MissingData("sbd_root", sbd, path, expected))
+        elif TRAIN_AUG in splits and self.aug_source == "png" and root.is_dir() and not (root / self.aug_dir).is_dir():
+            missing.append(
+                MissingData(
+                    "aug_dir",
+                    self.aug_dir,
+                    root / self.aug_dir,
+                    "the pre-converted SBD masks as <id>.png (SegmentationClassAug) inside root",
+                )
+            )
+        return missing
+
+    def check_data(self, stage: str | None = None) -> None:
+        """Raise one error naming every argument whose data is missing (see :meth:`missing_data`).
+
+        Raises:
+            FileNotFoundError: Listing, per argument (``root``, ``sbd_root``, ...), its value and each
+                missing path with what was expected there.
+
+        """
+        missing = self.missing_data(stage)
+        if missing:
+            raise missing_roots_error(type(self).__name__, missing, SECTION)
 
     def train_aug_ids(self) -> list[str]:
         """The ``train_aug`` ids: augmented ids ∪ VOC train, minus VOC val (see :func:`sbd.train_aug_ids`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_crop_required_with_rescaling():
         SyntheticDataModule(crop_size=None, scale_range=(0.5, 2.0))
 
 
-def test_missing_dataset_through_the_cli(tmp_path: Path):
+def test_missing_dataset_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture):
     from segmend.cli import main
 
     args = [
@@ -111,8 +112,10 @@ def test_missing_dataset_through_the_cli(tmp_path: Path):
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path}",
     ]
-    with pytest.raises(FileNotFoundError, match=r"looked at .*VOC2012/JPEGImages, expected a folder of <id>.jpg"):
+    with pytest.raises(SystemExit) as exit_info:  # the CLI prints user errors as a message
         main(args)
+    assert exit_info.value.code == 2
+    assert re.search(r"root=.*VOC2012:\n +.*VOC2012 is missing; expected the VOC2012", capsys.readouterr().err)
 
 
 def test_voc_datamodule_reads_a_voc_tree(tmp_path: Path):

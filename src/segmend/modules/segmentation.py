@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+import segmentation_models_pytorch as smp
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -16,11 +17,21 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from segmend.hparams import LoggedHyperparameters
 from segmend.metrics import segmentation_metrics
 from segmend.nets.aux_head import EncoderTap, FCNHead
-from segmend.nets.factory import build_smp_net
+from segmend.nets.factory import build_smp_net, input_size_divisor
 from segmend.nets.tta import resize_logits, tta_probabilities
 from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer, describe_optimization
 
 Stage = Literal["train", "val", "test"]
+
+
+def _nearest_multiples(value: int, divisor: int) -> tuple[int | None, int]:
+    """The multiples of ``divisor`` just below (``None`` if that is 0) and just above ``value``."""
+    below = value // divisor * divisor
+    return (below or None), below + divisor
+
+
+def _either(below: int | None, above: int) -> str:
+    return f"{below} or {above}" if below else str(above)
 
 
 class SegmentationModule(LoggedHyperparameters, LightningModule):
@@ -35,7 +46,8 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         class_names: Names of the classes, used in per-class metric keys and image legends.
         arch: segmentation-models-pytorch architecture, e.g. ``"DeepLabV3Plus"``.
         encoder_name: segmentation-models-pytorch encoder, e.g. ``"resnet18"``.
-        encoder_weights: Pretrained encoder weights; ``None`` (default) downloads nothing.
+        encoder_weights: Pretrained encoder weights, e.g. ``"imagenet"``, read from the local
+            cache only (see ``docs/weights.md``); ``None`` (default) is random initialisation.
         net: Any ``nn.Module`` mapping (B, 3, H, W) to (B, num_classes, h, w) logits (or a dict
             with key ``"out"``); when given, ``arch`` and ``encoder_*`` are ignored.
         net_kwargs: Extra arguments of the smp architecture, e.g. ``{"decoder_channels": 128}``.
@@ -172,13 +184,40 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
 
     # ------------------------------------------------------------------ checks
     def setup(self, stage: str) -> None:
-        """Check that the DataModule and the model agree on the classes.
+        """Check that the Trainer's DataModule fits the model (see :meth:`check_datamodule`).
 
         Raises:
-            ValueError: If the DataModule's ``num_classes`` differs from the model's.
+            ValueError: If it does not.
 
         """
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None:
+            self.check_datamodule(datamodule, stage)
+
+    def check_datamodule(self, datamodule: Any, stage: str | None = None) -> None:
+        """Check every model-vs-data setting that would otherwise fail later (or silently).
+
+        Only configuration attributes are read, so this works on a DataModule before or after its
+        ``setup`` and reads no data. Attributes a DataModule does not have are not checked.
+
+        - ``num_classes`` must equal the model's.
+        - Training inputs must fit the net: smp architectures (all but ``Unet``) need a height and
+          width divisible by the encoder's output stride (:func:`~segmend.nets.factory.input_size_divisor`).
+          The training size is ``crop_size``, or, with ``crop_size`` null (whole images),
+          ``image_size`` where the DataModule knows it. Nets without an smp model are not checked.
+          Evaluation inputs need no check: :meth:`forward` pads them to the divisor.
+
+        Args:
+            datamodule: The DataModule (any object; segmend's expose ``num_classes``, ``crop_size``
+                and, for the synthetic data, ``image_size``).
+            stage: Trainer stage (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``); training sizes are
+                checked for ``"fit"`` and for ``None`` (every stage).
+
+        Raises:
+            ValueError: For a class count that differs from the model's, or a training size the
+                net cannot take (naming the nearest valid sizes).
+
+        """
         data_classes = getattr(datamodule, "num_classes", None)
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
@@ -187,6 +226,53 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
                 f"{self.num_classes}. Remove model.num_classes from the config so segmend links "
                 "it from the data, or set it to the data's value."
             )
+        if stage in (None, "fit"):
+            self._check_training_size(datamodule)
+
+    def _net_description(self, divisor: int) -> str:
+        smp_nets = [m for m in self.modules() if isinstance(m, smp.base.SegmentationModel)]
+        name = type(smp_nets[0]).__name__ if smp_nets else type(self.net).__name__
+        encoder = f" (encoder_name={self.hparams.encoder_name!r})" if name == self.hparams.get("arch") else ""
+        return (
+            f"the {name} net{encoder} of {type(self).__name__} needs training inputs whose height and width "
+            f"are multiples of {divisor} (its encoder's output stride)"
+        )
+
+    def _check_training_size(self, datamodule: Any) -> None:
+        divisor = input_size_divisor(self)
+        if divisor is None or divisor <= 1:
+            return
+        data = type(datamodule).__name__
+        crop_size = getattr(datamodule, "crop_size", None)
+        if crop_size is not None:
+            if int(crop_size) % divisor:
+                below, above = _nearest_multiples(int(crop_size), divisor)
+                raise ValueError(
+                    f"crop_size={crop_size} of {data} does not fit the net: {self._net_description(divisor)}, "
+                    f"and {crop_size} is not. Set crop_size to {_either(below, above)}, e.g. "
+                    f"--data.init_args.crop_size={below or above}."
+                )
+            return
+        image_size = getattr(datamodule, "image_size", None)
+        if image_size is None:
+            return
+        sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        bad = [int(side) for side in sides if int(side) % divisor]
+        if bad:
+            below, above = _nearest_multiples(bad[0], divisor)
+            raise ValueError(
+                f"image_size={image_size} of {data} with crop_size null trains on whole images, which does not "
+                f"fit the net: {self._net_description(divisor)}, and {bad[0]} is not. Set image_size to "
+                f"{_either(below, above)}, or set crop_size to a multiple of {divisor} "
+                f"(e.g. --data.init_args.crop_size={below or above})."
+            )
+
+    @property
+    def input_size_divisor(self) -> int | None:
+        """What the net's input height and width must be multiples of (``None``: anything goes)."""
+        if "_input_size_divisor" not in self.__dict__:
+            self.__dict__["_input_size_divisor"] = input_size_divisor(self.net)
+        return self.__dict__["_input_size_divisor"]
 
     def _check_logits(self, logits: Tensor) -> None:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
@@ -198,12 +284,31 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
 
     # ------------------------------------------------------------------ forward
     def forward(self, image: Tensor) -> Tensor:
-        """Map (B, 3, H, W) images to (B, C, H, W) logits at the input resolution."""
+        """Map (B, 3, H, W) images to (B, C, H, W) logits at the input resolution.
+
+        Outside training, an image whose sides are not multiples of :attr:`input_size_divisor` is
+        padded (bottom/right, zeros) for the net and the logits are cropped back, so evaluation
+        works at any size, also on batches of a DataModule that does not pad them itself.
+
+        Raises:
+            ValueError: For a training batch whose size the net cannot take.
+
+        """
+        height, width = image.shape[-2:]
+        divisor = self.input_size_divisor
+        if divisor and (height % divisor or width % divisor):
+            if self.training:
+                side = height if height % divisor else width
+                raise ValueError(
+                    f"Training batch of {height}x{width} (HxW) images: {self._net_description(divisor)}. "
+                    f"Crop training images to {_either(*_nearest_multiples(side, divisor))} (crop_size)."
+                )
+            image = nn.functional.pad(image, (0, -width % divisor, 0, -height % divisor))
         out = self.net(image)
         if isinstance(out, dict):
             out = out["out"]
         self._check_logits(out)
-        return resize_logits(out, tuple(image.shape[-2:]))
+        return resize_logits(out, tuple(image.shape[-2:]))[..., :height, :width]
 
     def _tta_active(self, stage: str) -> bool:
         configured = tuple(self.hparams.tta_scales) != (1.0,) or self.hparams.tta_flip
