@@ -167,7 +167,7 @@ class SegmendCLI(LightningCLI):
                 self.datamodule.setup(stage)
                 check = getattr(self.model, "check_datamodule", None)
                 if callable(check):
-                    check(self.datamodule)
+                    check(self.datamodule, stage=stage)
 
     def before_fit(self) -> None:  # noqa: D102
         self.check_before_running("fit")
