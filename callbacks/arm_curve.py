@@ -46,9 +46,15 @@ class ARMCurveLogger(Callback):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}.")
         self.every_n_steps = every_n_steps
+        self._folder: Path | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Ask the module to keep its loss-by-confidence histogram (off by default: it costs time)."""
+        """Ask the module to keep its loss-by-confidence histogram (off by default: it costs time).
+
+        Also resolves the plot folder here, on every process: ``Trainer.log_dir`` is a broadcast under
+        DDP, so calling it from rank 0 alone (where plots are saved) would hang.
+        """
+        self._folder = Path(trainer.log_dir or trainer.default_root_dir) / "arm"
         if hasattr(pl_module, "track_loss_by_confidence"):
             pl_module.track_loss_by_confidence = True
 
@@ -92,7 +98,7 @@ class ARMCurveLogger(Callback):
         return figure
 
     def _save(self, trainer: Trainer, figure) -> Path:  # noqa: ANN001
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "arm"
+        folder = self._folder or Path(trainer.default_root_dir) / "arm"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"step{trainer.global_step:06d}.png"
         figure.savefig(path, dpi=80)

@@ -133,6 +133,12 @@ class SyntheticDataModule(SegmentationDataModule):
         ood_fraction: Fraction of ``wild`` images that hold no known class.
         image_size: Side of the square images.
         labels: Training labels: ``"fine"`` masks or simulated ``"coarse"`` annotation.
+        crop_size: Side of the training crop; ``None`` crops at ``image_size`` (the scenes' own
+            size, so the crop is the whole image at scale 1). A crop larger than the scaled image
+            is padded with the ignore label.
+        scale_range: Training random rescale range. The defaults (``image_size`` crops, scales
+            0.75-1.25, as in the shipped synthetic configs) pad about a tenth of a crop on average;
+            the base class's 512 crops of scales 0.5-2.0 are sized for VOC / ADE20K photographs.
         **kwargs: Loader and augmentation settings of :class:`SegmentationDataModule`.
 
     """
@@ -149,9 +155,11 @@ class SyntheticDataModule(SegmentationDataModule):
         ood_fraction: float = 0.1,
         image_size: int = 128,
         labels: Literal["fine", "coarse"] = "fine",
+        crop_size: int | None = None,
+        scale_range: tuple[float, float] = (0.75, 1.25),
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(crop_size=image_size if crop_size is None else crop_size, scale_range=scale_range, **kwargs)
         if min(num_train, num_val) < 1 or num_wild < 0:
             raise ValueError(
                 f"num_train and num_val must be >= 1 and num_wild >= 0; got {num_train}, {num_val}, {num_wild}."

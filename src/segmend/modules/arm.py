@@ -25,8 +25,13 @@ class ARMModule(SegmentationModule):
     With ``reweighting="arm"`` the 53-parameter :class:`~segmend.nets.arm.ARM` learns ``W``
     in its own optimizer parameter group whose learning rate is the main group's times
     ``-arm_lr_multiplier`` (weight decay 0): it maximises the weighted loss the network
-    minimises. The groups are built in :meth:`build_optimizer` from the injected optimizer, so
-    any optimizer and schedule works. During the first ``isolation_fraction`` of the training
+    minimises. The groups are built in :meth:`build_optimizer` from the injected optimizer (any
+    optimizer that keeps named parameter groups). Schedules do not all preserve a negative lr
+    (``ReduceLROnPlateau`` never lowers it, ``OneCycleLR`` and ``CyclicLR`` set it to their own
+    positive values), so ARM's lr is not left to the schedule: :meth:`follow_net_lr` sets it to
+    ``-arm_lr_multiplier`` times the network group's current lr after the schedule is built, after
+    every schedule step and before every optimizer step; any schedule of the network's lr then
+    applies to ARM's as well. During the first ``isolation_fraction`` of the training
     steps the network learns from the plain mean loss while ARM already learns from the detached
     losses; then both train jointly.
 
@@ -131,9 +136,40 @@ class ARMModule(SegmentationModule):
                     f"configured optimizer has groups {list(groups)}. Pass the optimizer as "
                     "model.init_args.optimizer, not as a top-level optimizer."
                 )
-            groups["arm"]["lr"] = -self.hparams.arm_lr_multiplier * groups["net"]["lr"]
             groups["arm"]["weight_decay"] = 0.0
+            self.follow_net_lr(optimizer)
         return optimizer
+
+    def follow_net_lr(self, optimizer: Optimizer) -> None:
+        """Set the ARM group's lr to ``-arm_lr_multiplier`` times the network group's current lr.
+
+        A no-op without an ARM group (``reweighting`` other than ``"arm"``).
+
+        Args:
+            optimizer: The optimizer built by :meth:`build_optimizer`.
+
+        """
+        groups = {group.get("name"): group for group in optimizer.param_groups}
+        if "arm" not in groups or "net" not in groups:
+            return
+        groups["arm"]["lr"] = -self.hparams.arm_lr_multiplier * groups["net"]["lr"]
+
+    def build_lr_scheduler(self, optimizer: Optimizer) -> Any:
+        """Build the injected schedule, then give ARM's group the network group's lr, negated and scaled."""
+        scheduler = super().build_lr_scheduler(optimizer)
+        self.follow_net_lr(optimizer)
+        return scheduler
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any | None) -> None:
+        """Step the schedule (Lightning calls this per step or per epoch), then let ARM's lr follow."""
+        super().lr_scheduler_step(scheduler, metric)
+        for optimizer in self.trainer.optimizers:
+            self.follow_net_lr(optimizer)
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Let ARM's lr follow the network's also when something other than the schedule changed it."""
+        super().on_before_optimizer_step(optimizer)
+        self.follow_net_lr(optimizer)
 
     # ------------------------------------------------------------------ loss
     def log_uncertainty(self, logits: Tensor) -> Tensor:
