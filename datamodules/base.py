@@ -8,6 +8,16 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
+from segmend.datamodules.seeding import (
+    EpochShuffleSampler,
+    LazyStartDataLoader,
+    SeededAugmentation,
+    UnrepeatedDistributedSampler,
+    loader_generator,
+    resolve_seed,
+    rng_state,
+    set_rng_state,
+)
 from segmend.datamodules.transforms import eval_transform, to_sample, train_transform
 from segmend.datamodules.voc_format import voc_palette
 from torch.utils.data import DataLoader, Dataset
@@ -34,6 +44,15 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         rotation: Training maximum rotation in degrees (0 disables it).
         with_boxes: Add the (C, H, W) box mask of each sample's object boxes.
         predict_split: Split served by ``predict_dataloader``.
+        loader_seed: Seed of the training order and augmentation; ``None`` uses the run's seed
+            (``seed_everything``), or 0 without one. Each sample's augmentation is seeded from
+            (seed, epoch, sample index), so it does not depend on ``num_workers`` or on a resume
+            (see ``docs/reproducibility.md``).
+
+    Under DDP the loaders shard the data themselves: training with a seeded
+    ``DistributedSampler`` (Lightning calls its ``set_epoch``), evaluation (val, test,
+    predict) with every sample exactly once across the processes, so metrics summed across
+    ranks count no sample twice.
 
     """
 
@@ -52,11 +71,14 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         rotation: float = 0.0,
         with_boxes: bool = False,
         predict_split: str = "val",
+        loader_seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # every subclass's arguments too: logged beside the model's
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if loader_seed is not None and loader_seed < 0:
+            raise ValueError(f"loader_seed must be a non-negative integer or null (the run's seed), got {loader_seed}.")
         if crop_size is None and tuple(scale_range) != (1.0, 1.0):
             raise ValueError(
                 f"scale_range={tuple(scale_range)} rescales training images, so crop_size must be "
@@ -68,7 +90,9 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         self.num_workers = num_workers
         self.with_boxes = with_boxes
         self.predict_split = predict_split
-        self.train_sample = partial(to_sample, train_transform(crop_size, scale_range, hflip, color_jitter, rotation))
+        self.loader_seed = loader_seed
+        self.train_augmentation = train_transform(crop_size, scale_range, hflip, color_jitter, rotation)
+        self.train_sample = partial(to_sample, self.train_augmentation)
         self.eval_sample = partial(to_sample, eval_transform())
         self.datasets: dict[str, Dataset] = {}
 
@@ -105,15 +129,63 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         for split, train in splits:
             self.dataset(split, train)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+    @property
+    def data_seed(self) -> int:
+        """Seed of the loaders: ``loader_seed``, else ``seed_everything``'s (read when a loader is built), else 0."""
+        return resolve_seed(self.loader_seed)
+
+    def process_shard(self) -> tuple[int, int]:
+        """``(number of processes, this process's rank)`` of the attached trainer; ``(1, 0)`` without one."""
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        if not kwargs:
+            return 1, 0
+        return int(kwargs["num_replicas"]), int(kwargs["rank"])
+
+    def eval_sampler(self, dataset: Dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, a sampler giving every sample to exactly one process (``None`` with one process)."""
+        replicas, rank = self.process_shard()
+        return UnrepeatedDistributedSampler(dataset, replicas, rank) if replicas > 1 else None
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, stream: str = "train") -> DataLoader:
+        """A training loader (``shuffle``: seeded order and augmentation) or an evaluation loader.
+
+        Args:
+            dataset: A dataset built by :meth:`build_dataset` (``train=shuffle``).
+            batch_size: Batch size per process.
+            shuffle: Training loader: an :class:`EpochShuffleSampler` whose pairs seed
+                :attr:`train_augmentation` per sample, in a :class:`LazyStartDataLoader`.
+            stream: Name of a training loader (independent streams for two loaders, e.g. F and W).
+
+        """
+        seed = self.data_seed
+        if shuffle:
+            replicas, rank = self.process_shard()
+            sampler = EpochShuffleSampler(dataset, seed, stream, replicas, rank)
+            dataset = SeededAugmentation(dataset, self.train_augmentation)
+        else:
+            sampler, stream = self.eval_sampler(dataset), "eval"
+        return (LazyStartDataLoader if shuffle else DataLoader)(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > batch_size,
+            sampler=sampler,
+            drop_last=shuffle and len(sampler) > batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=loader_generator(seed, stream),
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The main process's global RNG states (torch, numpy, random, CUDA), stored in checkpoints.
+
+        Lightning does not checkpoint them; restoring them when a fit resumes from an epoch-end
+        checkpoint gives the model the random stream (dropout) the uninterrupted fit had.
+        """
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the RNG states of :meth:`state_dict` (checkpoints without them are accepted)."""
+        if "rng" in state_dict:
+            set_rng_state(state_dict["rng"])
 
     def train_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader(self.dataset("train", True), self.batch_size, shuffle=True)

@@ -36,6 +36,7 @@ import cv2
 import torch
 from PIL import Image, UnidentifiedImageError
 from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.seeding import loader_generator
 from segmend.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_sample
 from segmend.datamodules.voc import missing_data_error
 from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError, read_image
@@ -390,14 +391,15 @@ class ImageFolderPoolDataModule(SegmentationDataModule):
         return self.dataset("pool")  # type: ignore[return-value]
 
     def predict_dataloader(self) -> DataLoader:
-        """Batches of the pool in id order; images that fail to load are dropped."""
+        """Batches of the pool in id order (under DDP each image on one process); failed images are dropped."""
         return SkipNoneDataLoader(
             self.pool,
             batch_size=self.eval_batch_size,
-            shuffle=False,
+            sampler=self.eval_sampler(self.pool),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_skip_none,
+            generator=loader_generator(self.data_seed, "eval"),
         )
 
     def teardown(self, stage: str) -> None:

@@ -18,7 +18,9 @@ stages of a self-correction run:
 The mixed sets are a dict of two loaders, ``{"full": ..., "weak": ...}``, which Lightning cycles
 together (``max_size_cycle``: an epoch is one pass over the longer loader, usually W) and, under
 DDP, shards each with its own distributed sampler; ``on_before_batch_transfer`` concatenates the
-two halves into one batch of segmend's batch contract before the module sees it.
+two halves into one batch of segmend's batch contract before the module sees it. Each loader draws
+its order and augmentation from its own seeded stream (``full`` / ``weak``), and the shorter one
+gets a new order in each pass within an epoch (:mod:`segmend.datamodules.seeding`).
 """
 
 from __future__ import annotations
@@ -236,8 +238,8 @@ class SemiSupervisedMixin:
             return super().train_dataloader()
         full, weak = self.batch_split()
         return {
-            "full": self._loader(self.dataset("full", True), full, shuffle=True),
-            "weak": self._loader(self.dataset(self.weak_set_name(), True), weak, shuffle=True),
+            "full": self._loader(self.dataset("full", True), full, shuffle=True, stream="full"),
+            "weak": self._loader(self.dataset(self.weak_set_name(), True), weak, shuffle=True, stream="weak"),
         }
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
