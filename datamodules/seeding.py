@@ -146,7 +146,7 @@ class LazyStartDataLoader(DataLoader):
 
     With workers, a DataLoader iterator draws its first indices from the sampler as soon as it is
     made. Lightning makes the training iterator while it sets up the data (also inside
-    ``trainer.estimated_stepping_batches``, which schedules call in ``configure_optimizers``, before
+    ``trainer.estimated_stepping_batches``, which a schedule may ask for in ``configure_optimizers``, before
     a checkpoint's loop state is restored) and only then calls ``set_epoch``. Measured: a fit
     resumed at epoch 1 with 2 workers trained its first epoch on epoch 0's order. Deferring the
     start makes every draw of an epoch happen after its ``set_epoch``.
