@@ -173,7 +173,7 @@ class SyntheticDataModule(SegmentationDataModule):
             image_size=image_size,
         )
         self.labels = labels
-        self.image_size = image_size  # the training size with crop_size null (SegmentationModule.check_datamodule)
+        self.image_size = image_size
         key = hashlib.sha1(json.dumps([generator_fingerprint(), self.params], sort_keys=True).encode())
         self.root = Path(cache_dir or default_cache_dir()) / f"synthetic-{key.hexdigest()[:10]}"
 

@@ -93,11 +93,11 @@ def test_truncated_image(tmp_path: Path):
         dataset(root)[1]
 
 
-def test_crop_required_with_rescaling():
-    from segmend.datamodules import SyntheticDataModule
+def test_crop_required_with_rescaling(tmp_path: Path):
+    from segmend.datamodules import VOCDataModule
 
     with pytest.raises(ValueError, match="crop_size must be set"):
-        SyntheticDataModule(crop_size=None, scale_range=(0.5, 2.0))
+        VOCDataModule(root=str(tmp_path), crop_size=None, scale_range=(0.5, 2.0))
 
 
 def test_missing_dataset_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture):

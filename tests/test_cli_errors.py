@@ -129,3 +129,12 @@ def test_the_lr_in_use_is_logged(tmp_path: Path, data_cache: Path, caplog: pytes
     with caplog.at_level(logging.INFO):
         main(["fit", *args])
     assert "Optimizer: Adam, lr 0.003, weight_decay 0.0001; schedule: PolyLR" in caplog.text
+
+
+def test_shipped_config_runs_with_its_logger_switched_off(tmp_path: Path, data_cache: Path):
+    """The config's LearningRateMonitor would stop a run that has no logger; it is left out instead."""
+    args = [a for a in fast_cli_args(BASELINE, tmp_path, data_cache) if "fast_dev_run" not in a]
+    args = [a for a in args if not a.startswith("--trainer.logger")]
+    limits = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    main(["fit", *args, "--trainer.logger=false", *limits])
+    assert list(tmp_path.rglob("last.ckpt"))

@@ -72,10 +72,11 @@ def test_crop_size_checked_at_setup_before_the_first_step(tmp_path: Path, monkey
     assert steps == []
 
 
-def test_whole_image_size_checked_when_crop_size_is_null(tmp_path: Path):
+def test_synthetic_null_crop_is_checked_at_its_image_size(tmp_path: Path):
     model = SegmentationModule(num_classes=6, arch="DeepLabV3Plus", encoder_name="resnet18")
     data = synthetic(tmp_path, crop_size=None, scale_range=(1.0, 1.0), image_size=100)
-    with pytest.raises(ValueError, match=r"image_size=100 .*crop_size null.*96 or 112"):
+    # SyntheticDataModule's null crop_size means "crop at image_size", so the crop is what is checked
+    with pytest.raises(ValueError, match=r"crop_size=100 .*96 or 112"):
         model.check_datamodule(data)
     model.check_datamodule(synthetic(tmp_path, crop_size=None, scale_range=(1.0, 1.0), image_size=96))
 

@@ -17,8 +17,9 @@ import torch
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 import segmend.callbacks
 import segmend.datamodules
@@ -214,7 +215,9 @@ class SegmendCLI(LightningCLI):
                 init_args.name = f"{init_args.name}-{stage}" if init_args.name else stage
         kwargs = {key: _instantiate(value) for key, value in vars(trainer_config).items()}
         callbacks = [_instantiate(config.get(key)) for key in parser.callback_keys]
-        return self._instantiate_trainer(kwargs, [c for c in callbacks if c is not None])
+        return drop_logger_callbacks_without_logger(
+            self._instantiate_trainer(kwargs, [c for c in callbacks if c is not None])
+        )
 
     def after_fit(self) -> None:
         """Print the final validation scores."""
@@ -227,7 +230,7 @@ class SegmendCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer; for ``predict``, with a prediction writer when the config has none."""
-        trainer = super().instantiate_trainer(**kwargs)
+        trainer = drop_logger_callbacks_without_logger(super().instantiate_trainer(**kwargs))
         if self.subcommand == "predict":
             self.add_default_prediction_writer(trainer)
         return trainer
@@ -277,6 +280,20 @@ class LoggedSaveConfigCallback(SaveConfigCallback):
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+
+
+def drop_logger_callbacks_without_logger(trainer: Trainer) -> Trainer:
+    """Leave out a config's ``LearningRateMonitor`` when the run has no logger (``--trainer.logger=false``).
+
+    Lightning's monitor refuses to start without a logger, so a shipped config run with its logger
+    switched off would stop at the first step.
+    """
+    monitors = [callback for callback in trainer.callbacks if isinstance(callback, LearningRateMonitor)]
+    if monitors and not trainer.loggers:
+        for monitor in monitors:
+            trainer.callbacks.remove(monitor)
+        rank_zero_info("LearningRateMonitor left out: this run has no logger to write learning rates to.")
+    return trainer
 
 
 GPU_ACCELERATORS = ("gpu", "cuda")

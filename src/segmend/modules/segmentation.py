@@ -226,13 +226,13 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         - ``num_classes`` must equal the model's.
         - Training inputs must fit the net: smp architectures (all but ``Unet``) need a height and
           width divisible by the encoder's output stride (:func:`~segmend.nets.factory.input_size_divisor`).
-          The training size is ``crop_size``, or, with ``crop_size`` null (whole images),
-          ``image_size`` where the DataModule knows it. Nets without an smp model are not checked.
+          The training size is the DataModule's ``crop_size`` (whole-image training, ``crop_size``
+          null, is not checked: image sizes are only known once read). Nets without an smp model
+          are not checked.
           Evaluation inputs need no check: :meth:`forward` pads them to the divisor.
 
         Args:
-            datamodule: The DataModule (any object; segmend's expose ``num_classes``, ``crop_size``
-                and, for the synthetic data, ``image_size``).
+            datamodule: The DataModule (any object; segmend's expose ``num_classes`` and ``crop_size``).
             stage: Trainer stage (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``); training sizes are
                 checked for ``"fit"`` and for ``None`` (every stage).
 
@@ -267,27 +267,12 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             return
         data = type(datamodule).__name__
         crop_size = getattr(datamodule, "crop_size", None)
-        if crop_size is not None:
-            if int(crop_size) % divisor:
-                below, above = _nearest_multiples(int(crop_size), divisor)
-                raise ValueError(
-                    f"crop_size={crop_size} of {data} does not fit the net: {self._net_description(divisor)}, "
-                    f"and {crop_size} is not. Set crop_size to {_either(below, above)}, e.g. "
-                    f"--data.init_args.crop_size={below or above}."
-                )
-            return
-        image_size = getattr(datamodule, "image_size", None)
-        if image_size is None:
-            return
-        sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        bad = [int(side) for side in sides if int(side) % divisor]
-        if bad:
-            below, above = _nearest_multiples(bad[0], divisor)
+        if crop_size is not None and int(crop_size) % divisor:
+            below, above = _nearest_multiples(int(crop_size), divisor)
             raise ValueError(
-                f"image_size={image_size} of {data} with crop_size null trains on whole images, which does not "
-                f"fit the net: {self._net_description(divisor)}, and {bad[0]} is not. Set image_size to "
-                f"{_either(below, above)}, or set crop_size to a multiple of {divisor} "
-                f"(e.g. --data.init_args.crop_size={below or above})."
+                f"crop_size={crop_size} of {data} does not fit the net: {self._net_description(divisor)}, "
+                f"and {crop_size} is not. Set crop_size to {_either(below, above)}, e.g. "
+                f"--data.init_args.crop_size={below or above}."
             )
 
     @property
