@@ -6,7 +6,11 @@
 ``overhead``: plain CE and ARM train the same DeepLabV3+ (resnet18) from the same initial weights
 on the same pre-loaded synthetic batches (data loading excluded), SGD with ARM's negative-lr
 group built by ``ARMModule.build_optimizer``. The two are timed alternately over several rounds,
-the order swapped every round; the ratio of median step times is reported.
+the order swapped every round. Each round gives one paired ratio of median step times (ARM / CE);
+the report gives their 95% t interval (on the log ratios) and the verdicts computed from it
+(``bench/verdicts.py``): the target (``--target``, default ``ratio <= 1.03``) is met only when the
+whole interval satisfies it. Every per-round number goes to ``docs/results/arm_overhead_runs.json``;
+``--report-only`` re-renders the report from it.
 
 ``ablation`` lives in ``bench/arm_ablation.py`` (see its docstring).
 """
@@ -15,21 +19,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
+import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import arm_ablation
+import provenance
 import torch
 from lightning.pytorch import seed_everything
 from segmend.datamodules import SyntheticDataModule
+from verdicts import comparison, ratio_interval, target_verdict
 
 from segmend.modules import ARMModule, SegmentationModule
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "arm_overhead.md"
+JSON = RESULTS.with_name("arm_overhead_runs.json")
 
 
 def sgd(params):
@@ -51,7 +56,8 @@ def step_seconds(module: SegmentationModule, batches: list[dict], warmup: int) -
     return statistics.median(times)
 
 
-def overhead(args: argparse.Namespace) -> None:
+def measure(args: argparse.Namespace) -> dict:
+    """Time plain CE and ARM steps in alternating rounds; every per-round number goes into the record."""
     seed_everything(args.seed)
     datamodule = SyntheticDataModule(
         seed=args.seed,
@@ -70,46 +76,102 @@ def overhead(args: argparse.Namespace) -> None:
     plain = SegmentationModule(**common)
     arm = ARMModule(reweighting="arm", **common)
     arm.net.load_state_dict(plain.net.state_dict())
-    rows = []
+    record = {
+        "command": provenance.command_line("bench/arm.py"),
+        "machine": f"{provenance.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "code": provenance.code_state(),
+        "seed": args.seed,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "target": args.target,
+        "rounds": [],
+    }
     for round_index in range(args.repeats):
         order = ("plain", "arm") if round_index % 2 == 0 else ("arm", "plain")
         result = {}
         for name in order:
             module = copy.deepcopy(plain if name == "plain" else arm)
             result[name] = step_seconds(module, batches, args.warmup)
-        rows.append((result["plain"], result["arm"]))
+        record["rounds"].append(
+            {
+                "round": round_index,
+                "first": order[0],
+                "plain_ms": result["plain"] * 1000,
+                "arm_ms": result["arm"] * 1000,
+            }
+        )
         print(
             f"round {round_index}: plain {result['plain'] * 1000:.1f} ms/step, ARM {result['arm'] * 1000:.1f} "
             f"ms/step, ratio {result['arm'] / result['plain']:.3f}",
             flush=True,
         )
-    ratios = [a / p for p, a in rows]
-    command = "python bench/arm.py " + " ".join(sys.argv[1:])
+    return record
+
+
+def render(record: dict) -> str:
+    """The markdown report; every conclusion in it is computed from ``record``."""
+    rounds = record["rounds"]
+    ratios = [r["arm_ms"] / r["plain_ms"] for r in rounds]
+    interval = ratio_interval(ratios)
+    target = record["target"]
+    verdict = target_verdict(interval, target)
+    faster = sum(ratio < 1 for ratio in ratios)
     lines = [
         "# ARM training-step overhead",
         "",
-        f"Command: `{command.strip()}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads  ",
-        f"Seed: {args.seed}; DeepLabV3+ (resnet18), synthetic coarse labels {args.image_size}x{args.image_size}, "
-        f"batch {args.batch_size}, SGD; median of {args.steps} timed steps after {args.warmup} warm-up steps, "
-        f"{args.repeats} rounds with the order swapped each round; data loading excluded.",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine']}  ",
+        f"Code: {record['code']}  ",
+        f"Seed: {record['seed']}; DeepLabV3+ (resnet18), synthetic coarse labels "
+        f"{record['image_size']}x{record['image_size']}, batch {record['batch_size']}, SGD (ARM's negative-lr group "
+        f"included); per round and variant the median of {record['steps']} timed steps after {record['warmup']} "
+        f"warm-up steps, {len(rounds)} rounds with the order swapped each round; data loading excluded. "
+        f"Every per-round number is in `{JSON.name}`.",
         "",
-        "| round | plain CE (ms/step) | ARM (ms/step) | ratio |",
-        "|---|---|---|---|",
+        "| round | first | plain CE (ms/step) | ARM (ms/step) | ratio ARM / CE |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {i} | {p * 1000:.1f} | {a * 1000:.1f} | {a / p:.3f} |" for i, (p, a) in enumerate(rows)]
-    median_ratio = statistics.median(ratios)
+    lines += [
+        f"| {r['round']} | {'CE' if r['first'] == 'plain' else 'ARM'} | {r['plain_ms']:.1f} | {r['arm_ms']:.1f} | "
+        f"{ratio:.3f} |"
+        for r, ratio in zip(rounds, ratios, strict=True)
+    ]
     lines += [
         "",
-        f"Median ratio ARM / plain: **{median_ratio:.3f}** (target <= 1.03: "
-        f"{'met' if median_ratio <= 1.03 else 'NOT met'}). Per-round ratios span {min(ratios):.3f} to "
-        f"{max(ratios):.3f}: on this shared 2-core machine step times drift by several per cent between rounds, "
-        "so an overhead of a few per cent is at the edge of what one run resolves.",
+        f"ARM / CE step time, geometric mean over rounds: **{interval.format()}**; 95% t interval on the log "
+        "ratios of the rounds (each round pairs the two variants, so drift between rounds cancels within a ratio).",
+        "",
+        f"- Target {target}: **{verdict}** "
+        + {
+            "met": "(the whole interval is at or below the target).",
+            "not met": "(the whole interval is above the target).",
+            "not resolved": "(the interval contains the target; more rounds or a quieter machine would be needed "
+            "to decide).",
+        }[verdict],
+        "- "
+        + _capitalised(comparison(interval, "ARM's training step", "plain CE's", higher="slower", lower="faster"))
+        + f". ARM measured faster than CE in {faster} of {len(rounds)} rounds.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def overhead(args: argparse.Namespace) -> None:
+    if args.report_only:
+        record = json.loads(args.json.read_text())
+    else:
+        record = measure(args)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines))
+    args.output.write_text(render(record))
     print(f"wrote {args.output}")
 
 
@@ -119,11 +181,14 @@ def main() -> None:
     over = sub.add_parser("overhead", help="ARM step time over plain CE step time")
     over.add_argument("--steps", type=int, default=12)
     over.add_argument("--warmup", type=int, default=2)
-    over.add_argument("--repeats", type=int, default=4)
+    over.add_argument("--repeats", type=int, default=16, help="rounds (at least 2; the interval needs several)")
     over.add_argument("--batch-size", type=int, default=16)
     over.add_argument("--image-size", type=int, default=128)
     over.add_argument("--seed", type=int, default=0)
+    over.add_argument("--target", default="ratio <= 1.03", help="verdict target on ARM / CE step time")
     over.add_argument("--output", type=Path, default=RESULTS)
+    over.add_argument("--json", type=Path, default=JSON, help="every per-round number (written, or read back)")
+    over.add_argument("--report-only", action="store_true", help="re-render the report from --json, no timing")
     arm_ablation.add_arguments(sub)
     args = parser.parse_args()
     if args.command == "overhead":
