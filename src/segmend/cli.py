@@ -28,6 +28,7 @@ from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
 from segmend.cli_hints import hint_for
 from segmend.modules.selfcorr import SelfCorrectionModule
 from segmend.modules.stages import run_self_correction
+from segmend.precision import auto_precision
 
 SHORT_NAMES = tuple(
     sorted(
@@ -91,6 +92,11 @@ class SegmendCLI(LightningCLI):
       ``model.init_args.num_classes`` that contradicts the data stops the run.
     * The optimizer and schedule are constructor arguments of the model (no top-level
       ``--optimizer``), so methods that need several parameter groups keep them.
+    * ``trainer.precision`` left unset (in the config and on the command line) is chosen by the
+      hardware (:func:`~segmend.precision.auto_precision`: ``bf16-mixed`` on bf16 GPUs and on CPUs
+      with AMX / AVX512-BF16, ``16-mixed`` on other GPUs, else ``32-true``) and written into the
+      config, so ``config.yaml`` and every stage's Trainer get it; one log line says which and why.
+      An explicit ``trainer.precision`` always wins.
     * The saved ``config.yaml`` records the seed and is overwritten when a run directory is
       reused; the final validation scores are printed after ``fit``.
     * ``fit`` of a :class:`~segmend.modules.SelfCorrectionModule` runs its training stages
@@ -122,7 +128,7 @@ class SegmendCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Check the accelerator; remember a ``num_classes`` written in the config, to compare it with the data.
+        """Check the accelerator, choose the precision; remember a config's ``num_classes`` to compare with the data.
 
         Raises:
             UserInputError: If the config asks for a GPU and none is available.
@@ -131,6 +137,8 @@ class SegmendCLI(LightningCLI):
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         self._configured_num_classes = config.get("model", {}).get("init_args", {}).get("num_classes")
         check_accelerator(config.get("trainer", Namespace()))
+        if "trainer" in config:
+            choose_precision(config.trainer)
 
     def instantiate_classes(self) -> None:
         """Instantiate; an error raised by a class's constructor becomes a :class:`UserInputError`.
@@ -297,10 +305,33 @@ def drop_logger_callbacks_without_logger(trainer: Trainer) -> Trainer:
 
 
 GPU_ACCELERATORS = ("gpu", "cuda")
-CPU_OVERRIDES = (
-    "--trainer.accelerator=cpu --trainer.devices=1 --trainer.strategy=auto --trainer.precision=32-true "
-    "--trainer.sync_batchnorm=false"
-)
+CPU_OVERRIDES = "--trainer.accelerator=cpu --trainer.devices=1 --trainer.strategy=auto --trainer.sync_batchnorm=false"
+
+
+def choose_precision(trainer_config: Namespace) -> str:
+    """Set ``trainer.precision`` from the hardware when the config leaves it unset (``None``); log the choice.
+
+    Args:
+        trainer_config: The ``trainer`` part of the parsed config; changed in place.
+
+    Returns:
+        The precision the Trainer will use.
+
+    """
+    configured = trainer_config.get("precision")
+    if configured is not None:
+        rank_zero_info(f"Precision: {configured}, set by the config (trainer.precision).")
+        return str(configured)
+    accelerator = trainer_config.get("accelerator") or "auto"
+    if isinstance(accelerator, Namespace):  # an Accelerator given by class_path
+        accelerator = accelerator.get("class_path", "custom")
+    choice = auto_precision(accelerator)
+    trainer_config.precision = choice.precision
+    rank_zero_info(
+        f"Precision: {choice.precision}, chosen by the hardware: {choice.reason} "
+        "(set trainer.precision to choose another)."
+    )
+    return choice.precision
 
 
 def check_accelerator(trainer_config: Namespace) -> None:
@@ -313,9 +344,9 @@ def check_accelerator(trainer_config: Namespace) -> None:
     accelerator = trainer_config.get("accelerator")
     if isinstance(accelerator, str) and accelerator.lower() in GPU_ACCELERATORS and not torch.cuda.is_available():
         raise UserInputError(
-            f"this config asks for trainer.accelerator={accelerator} (devices={trainer_config.get('devices')}, "
-            f"precision={trainer_config.get('precision')}), but this machine has no CUDA GPU. To run it on the "
-            f"CPU (slowly: the shipped GPU configs carry the papers' full budgets), add: {CPU_OVERRIDES}"
+            f"this config asks for trainer.accelerator={accelerator} (devices={trainer_config.get('devices')}), "
+            "but this machine has no CUDA GPU. To run it on the CPU (slowly: the shipped GPU configs carry the "
+            f"papers' full budgets), add: {CPU_OVERRIDES}"
         )
 
 

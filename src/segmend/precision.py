@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
+#: Floating-point types that mixed precision computes in; :func:`fp32` lifts them to float32.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 #: CPU flags (Linux ``/proc/cpuinfo``) of the instructions that run bf16 matrix products natively.
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -64,3 +68,17 @@ def auto_precision(accelerator: str = "auto", cpuinfo: Path = Path("/proc/cpuinf
     if found:
         return PrecisionChoice("bf16-mixed", f"the CPU has {' and '.join(found)}, which run bf16 natively")
     return PrecisionChoice("32-true", "the CPU has no native bf16 (no amx_bf16 or avx512_bf16 flag)")
+
+
+def fp32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 if it is fp16/bf16 (mixed precision's output), else unchanged (fp64 stays fp64)."""
+    return tensor.float() if tensor.dtype in LOW_PRECISION else tensor
+
+
+def no_autocast(tensor: Tensor) -> torch.autocast:
+    """A context that switches autocast off on ``tensor``'s device, for computations that must stay in fp32.
+
+    Autocast runs convolutions and matrix products in bf16/fp16 even on fp32 inputs; inside this
+    context they run in the inputs' dtype (pass fp32 inputs, e.g. through :func:`fp32`).
+    """
+    return torch.autocast(tensor.device.type, enabled=False)

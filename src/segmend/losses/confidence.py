@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from segmend.precision import fp32
+
 ConfidenceKind = Literal["var", "std", "logvar", "entropy"]
 LOGVAR_FLOOR = 1e-6
 
@@ -21,6 +23,10 @@ def confidence_map(probs: Tensor, kind: ConfidenceKind = "var", detach: bool = T
     the same variance linearly onto [-1, 1]; ``entropy`` maps ``-sum p log p`` from
     ``[0, log C]`` to ``[1, -1]`` so that high values still mean confident.
 
+    Computed in fp32 (bf16/fp16 probabilities are cast first): bf16 keeps 8 significant bits, so
+    it rounds away deviations from ``1/C`` below about 0.3% of it, and maps every confidence within
+    0.002 of -1 to -1; small variances would be lost.
+
     Args:
         probs: (B, C, H, W) class probabilities.
         kind: Which statistic to use.
@@ -33,6 +39,7 @@ def confidence_map(probs: Tensor, kind: ConfidenceKind = "var", detach: bool = T
     """
     if detach:
         probs = probs.detach()
+    probs = fp32(probs)
     num_classes = probs.shape[1]
     if num_classes < 2:
         raise ValueError(f"confidence needs at least 2 classes, got {num_classes}.")
@@ -68,4 +75,4 @@ def uncertainty_confidence(log_s: Tensor, detach: bool = True) -> Tensor:
     """
     if detach:
         log_s = log_s.detach()
-    return 2.0 * torch.exp(-0.5 * log_s.exp()) - 1.0
+    return 2.0 * torch.exp(-0.5 * fp32(log_s).exp()) - 1.0

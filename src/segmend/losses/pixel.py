@@ -1,4 +1,7 @@
-"""Per-pixel losses (reduction left to the caller); ignored pixels get loss 0."""
+"""Per-pixel losses (reduction left to the caller); ignored pixels get loss 0.
+
+All are computed in fp32: bf16/fp16 inputs (mixed precision) are cast first.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segmend.precision import fp32
+
 
 def cross_entropy_map(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
     """(B, C, H, W) logits, (B, H, W) labels -> (B, H, W) cross-entropy."""
-    return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    return F.cross_entropy(fp32(logits), target, ignore_index=ignore_index, reduction="none")
 
 
 def gce_map(logits: Tensor, target: Tensor, q: float = 0.1, ignore_index: int = 255) -> Tensor:
@@ -21,7 +26,7 @@ def gce_map(logits: Tensor, target: Tensor, q: float = 0.1, ignore_index: int = 
         raise ValueError(f"GCE q must be in (0, 1], got {q}.")
     valid = target != ignore_index
     safe = target.masked_fill(~valid, 0)
-    p_gt = logits.softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    p_gt = fp32(logits).softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
     return ((1.0 - p_gt.clamp_min(1e-12).pow(q)) / q) * valid
 
 
@@ -52,6 +57,7 @@ def kl_uncertainty_map(logits: Tensor, log_s: Tensor, target: Tensor, ignore_ind
             f"log s has shape {tuple(log_s.shape)} but the labels have {tuple(target.shape)}; resize the "
             "uncertainty map to the label resolution first."
         )
+    log_s = fp32(log_s)
     valid = target != ignore_index
     ce = cross_entropy_map(logits, target, ignore_index)
     return (torch.exp(-log_s) * ce + 0.5 * log_s) * valid

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from segmend.precision import fp32
+
 
 def normalise_weights(weights: Tensor, valid: Tensor, p: float = 2.0) -> Tensor:
     """Divide a weight map by its p-norm, then by its detached L1 norm.
@@ -12,7 +14,8 @@ def normalise_weights(weights: Tensor, valid: Tensor, p: float = 2.0) -> Tensor:
     The p-norm division (p > 1) is the constraint under which ARM converges (Hoelder's
     inequality); the second division keeps the weighted loss at the magnitude of a plain mean.
     It is detached, otherwise the two divisions cancel into a plain L1 normalisation, which
-    diverges. Forward values sum to 1 over the valid pixels of the batch.
+    diverges. Forward values sum to 1 over the valid pixels of the batch. Computed in fp32
+    (bf16/fp16 weights are cast first).
 
     Args:
         weights: (B, 1, H, W) or (B, H, W) non-negative weights.
@@ -25,7 +28,7 @@ def normalise_weights(weights: Tensor, valid: Tensor, p: float = 2.0) -> Tensor:
     """
     if p <= 0:
         raise ValueError(f"norm p must be positive, got {p}.")
-    w = weights.reshape(valid.shape) * valid
+    w = fp32(weights).reshape(valid.shape) * valid
     w = w / w.norm(p=p).clamp_min(1e-12)
     return w / w.sum().detach().clamp_min(1e-12)
 

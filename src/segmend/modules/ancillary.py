@@ -10,6 +10,7 @@ from torch import Tensor
 from segmend.modules.segmentation import SegmentationModule, Stage
 from segmend.nets.box_attention import BoxAttentionNet
 from segmend.nets.tta import resize_logits
+from segmend.precision import fp32
 
 
 class AncillaryModule(SegmentationModule):
@@ -68,7 +69,7 @@ class AncillaryModule(SegmentationModule):
             self.net = inner
 
     def forward(self, image: Tensor, boxes: Tensor | None = None) -> Tensor:
-        """(B, 3, H, W) images and (B, C, H, W) box masks -> (B, C, H, W) logits.
+        """(B, 3, H, W) images and (B, C, H, W) box masks -> (B, C, H, W) logits (fp32 under mixed precision).
 
         ``boxes`` defaults to the box mask of the batch being processed by :meth:`shared_step`.
 
@@ -84,7 +85,7 @@ class AncillaryModule(SegmentationModule):
             )
         out = self.net(image, boxes)
         self._check_logits(out)
-        return resize_logits(out, tuple(image.shape[-2:]))
+        return resize_logits(fp32(out), tuple(image.shape[-2:]))
 
     def _require_boxes(self, batch: dict[str, Any]) -> Tensor:
         if "boxes" not in batch:

@@ -15,6 +15,7 @@ from segmend.losses.reweighting import LossByConfidence, normalise_weights, weig
 from segmend.modules.segmentation import SegmentationModule
 from segmend.nets.arm import ARM, LinearARM, evaluate_by_table
 from segmend.nets.uncertainty import InputTap, UncertaintyHead, head_input_channels
+from segmend.precision import fp32
 
 ConfidenceInput = Literal["var", "std", "logvar", "entropy", "uncertainty"]
 
@@ -34,6 +35,13 @@ class ARMModule(SegmentationModule):
     applies to ARM's as well. During the first ``isolation_fraction`` of the training
     steps the network learns from the plain mean loss while ARM already learns from the detached
     losses; then both train jointly.
+
+    Under mixed precision only the segmentation net runs in bf16/fp16: the confidence, the weight
+    mapping (autocast off), the normalisation, the pixel losses and ``log s`` are fp32. The
+    negative-lr group needs nothing special there: ``bf16-mixed`` uses no gradient scaler, and
+    ``16-mixed``'s ``GradScaler`` only multiplies the loss and divides the gradients by the same
+    positive scale (before :meth:`on_before_optimizer_step`) and skips steps with non-finite
+    gradients; it never reads or changes a learning rate.
 
     Args:
         reweighting: ``"arm"`` (learned), ``"linear"`` (fixed ``k * v + b``), ``"ohem"`` (online hard
@@ -201,7 +209,7 @@ class ARMModule(SegmentationModule):
         """Mean loss of the hard pixels: true-class probability under the threshold, at least min_kept."""
         with torch.no_grad():
             safe = target.masked_fill(~valid, 0)
-            p_gt = logits.softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)[valid]
+            p_gt = fp32(logits).softmax(dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)[valid]
             threshold = self.hparams.ohem_threshold
             kept = min(self.hparams.ohem_min_kept, p_gt.numel())
             if kept > 0:
@@ -215,7 +223,8 @@ class ARMModule(SegmentationModule):
         if self.hparams.confidence == "uncertainty":
             log_s = self.log_uncertainty(logits) if log_s is None else log_s
             return uncertainty_confidence(log_s, self.hparams.detach_confidence)
-        return confidence_map(logits.softmax(dim=1), self.hparams.confidence, self.hparams.detach_confidence)
+        probs = fp32(logits).softmax(dim=1)
+        return confidence_map(probs, self.hparams.confidence, self.hparams.detach_confidence)
 
     def pixel_weights(self, confidence: Tensor, valid: Tensor) -> Tensor:
         """(B, H, W) normalised weights (sum 1 over the batch's valid pixels)."""

@@ -21,6 +21,7 @@ from segmend.nets.aux_head import EncoderTap, FCNHead
 from segmend.nets.factory import build_smp_net, input_size_divisor
 from segmend.nets.tta import resize_logits, tta_probabilities
 from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer, describe_optimization
+from segmend.precision import fp32
 
 Stage = Literal["train", "val", "test"]
 
@@ -149,7 +150,7 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         target = self.targets(batch)
         if not bool((target != self.ignore_index).any()):
             return None
-        logits = resize_logits(self.aux_head(self._aux_tap.features), tuple(target.shape[-2:]))
+        logits = resize_logits(fp32(self.aux_head(self._aux_tap.features)), tuple(target.shape[-2:]))
         return nn.functional.cross_entropy(logits, target, ignore_index=self.ignore_index)
 
     def configure_losses(self) -> None:
@@ -292,11 +293,15 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
 
     # ------------------------------------------------------------------ forward
     def forward(self, image: Tensor) -> Tensor:
-        """Map (B, 3, H, W) images to (B, C, H, W) logits at the input resolution.
+        """Map (B, 3, H, W) images to (B, C, H, W) fp32 logits at the input resolution.
 
         Outside training, an image whose sides are not multiples of :attr:`input_size_divisor` is
         padded (bottom/right, zeros) for the net and the logits are cropped back, so evaluation
         works at any size, also on batches of a DataModule that does not pad them itself.
+
+        Under mixed precision (``bf16-mixed``, ``16-mixed``) the net runs in bf16/fp16 and its
+        logits are cast to fp32 here, so that losses, softmax, confidence statistics, soft targets
+        and metrics are computed in fp32 (CPU autocast would run ``softmax`` in bf16).
 
         Raises:
             ValueError: For a training batch whose size the net cannot take.
@@ -316,7 +321,7 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         if isinstance(out, dict):
             out = out["out"]
         self._check_logits(out)
-        return resize_logits(out, tuple(image.shape[-2:]))[..., :height, :width]
+        return resize_logits(fp32(out), tuple(image.shape[-2:]))[..., :height, :width]
 
     def _tta_active(self, stage: str) -> bool:
         configured = tuple(self.hparams.tta_scales) != (1.0,) or self.hparams.tta_flip

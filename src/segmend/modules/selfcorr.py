@@ -22,6 +22,7 @@ from segmend.nets.self_correction import (
     soft_cross_entropy,
 )
 from segmend.nets.tta import resize_logits
+from segmend.precision import fp32
 
 Correction = Literal["none", "linear", "conv", "em_fixed"]
 
@@ -248,17 +249,25 @@ class SelfCorrectionModule(SegmentationModule):
 
     @torch.no_grad()
     def ancillary_logits(self, image: Tensor, boxes: Tensor) -> Tensor:
-        """(B, C, H, W) logits of the frozen ancillary model at the image resolution."""
+        """(B, C, H, W) fp32 logits of the frozen ancillary model at the image resolution.
+
+        Under mixed precision the ancillary net runs in bf16/fp16 like the primary one; its logits
+        are cast to fp32 before they are resized and mixed into the soft targets.
+        """
         if self.ancillary is None:
             raise ValueError(f"correction={self.hparams.correction!r} uses no ancillary model.")
         self.ancillary.eval()
-        return resize_logits(self.ancillary(image, boxes), tuple(image.shape[-2:]))
+        return resize_logits(fp32(self.ancillary(image, boxes)), tuple(image.shape[-2:]))
 
     @torch.no_grad()
     def soft_targets(
         self, logits: Tensor, ancillary_logits: Tensor | None, boxes: Tensor, alpha: float | None = None
     ) -> Tensor:
-        """The detached target of W samples: (B, C, H, W) probabilities, or (B, H, W) labels for EM-fixed.
+        """The detached target of W samples: (B, C, H, W) fp32 probabilities, or (B, H, W) labels for EM-fixed.
+
+        The softmax runs in fp32 on fp32 logits (bf16/fp16 ones are cast first). The conv
+        self-correction net itself runs in the training precision, as any layer of a network
+        does; its logits are cast to fp32.
 
         Args:
             logits: (B, C, H, W) primary logits.
@@ -271,10 +280,10 @@ class SelfCorrectionModule(SegmentationModule):
         if correction == "em_fixed":
             return em_fixed_labels(logits, boxes, self.hparams.em_fg_bias, self.hparams.em_bg_bias, self.ignore_index)
         if correction == "none":
-            return ancillary_logits.softmax(dim=1)
+            return fp32(ancillary_logits).softmax(dim=1)
         if correction == "linear":
             return linear_self_correction(logits, ancillary_logits, self.current_alpha() if alpha is None else alpha)
-        return self.sc_net(logits, ancillary_logits).softmax(dim=1)
+        return fp32(self.sc_net(logits, ancillary_logits)).softmax(dim=1)
 
     def compute_loss(self, logits: Tensor, batch: dict[str, Any]) -> Tensor:
         """Eqs. 2 / 5 / 6 in training; plain cross-entropy on masks in evaluation."""
@@ -321,7 +330,7 @@ class SelfCorrectionModule(SegmentationModule):
         loss = total / count.clamp(min=1)
         if self.is_conv and bool(has_mask.any()):
             # last term of Eq. 6: q_conv against the F masks, gradient into the SC net only
-            sc_logits = self.sc_net(logits[has_mask], anc[has_mask])
+            sc_logits = fp32(self.sc_net(logits[has_mask], anc[has_mask]))
             sc_target = target[has_mask]
             if bool((sc_target != self.ignore_index).any()):
                 loss_sc = F.cross_entropy(sc_logits, sc_target, ignore_index=self.ignore_index)

@@ -8,13 +8,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from segmend.precision import fp32, no_autocast
+
 
 class ARM(nn.Module):
     """Learnable weight mapping ``W(v)``: four 1x1 convolutions 1 -> 4 -> 4 -> 4 -> 1.
 
     Swish between the layers and a sigmoid at the end give weights in [0, 1]; the module has
     exactly 53 parameters. It is trained with a negative learning rate (it maximises the weighted
-    loss the segmentation net minimises).
+    loss the segmentation net minimises). It always runs in fp32, also under autocast: in bf16 its
+    input would keep 8 significant bits (confidences within 0.002 of -1, i.e. variances near 0, would
+    all be -1), and so would its output.
 
     Args:
         hidden: Width of the hidden layers (4 in the paper).
@@ -35,8 +39,9 @@ class ARM(nn.Module):
         )
 
     def forward(self, confidence: Tensor) -> Tensor:
-        """(B, 1, H, W) confidence in [-1, 1] -> (B, 1, H, W) weights in [0, 1]."""
-        return self.layers(confidence)
+        """(B, 1, H, W) confidence in [-1, 1] -> (B, 1, H, W) fp32 weights in [0, 1] (autocast off)."""
+        with no_autocast(confidence):
+            return self.layers(fp32(confidence))
 
 
 class LinearARM(nn.Module):
@@ -58,7 +63,7 @@ class LinearARM(nn.Module):
 
     def forward(self, confidence: Tensor) -> Tensor:
         """(B, 1, H, W) confidence in [-1, 1] -> (B, 1, H, W) weights in [0, 1]."""
-        return (self.k * confidence + self.b).clamp(0.0, 1.0)
+        return (self.k * fp32(confidence) + self.b).clamp(0.0, 1.0)
 
 
 def evaluate_by_table(mapping: nn.Module, confidence: Tensor, grid_size: int = 1025) -> Tensor:
@@ -69,6 +74,9 @@ def evaluate_by_table(mapping: nn.Module, confidence: Tensor, grid_size: int = 1
     interpolation error of a smooth curve) at a fraction of the per-pixel cost. Gradients reach
     the mapping's parameters through the table and the confidence through the interpolation.
 
+    The grid, the table and the interpolation are fp32 (fp64 for fp64 confidences), with
+    autocast off, whatever precision the caller trains in.
+
     Args:
         mapping: Module taking (1, 1, 1, K) confidences to (1, 1, 1, K) weights.
         confidence: (B, 1, H, W) confidence in [-1, 1].
@@ -78,8 +86,10 @@ def evaluate_by_table(mapping: nn.Module, confidence: Tensor, grid_size: int = 1
         (B, 1, H, W) weights.
 
     """
-    grid = torch.linspace(-1.0, 1.0, grid_size, device=confidence.device, dtype=confidence.dtype)
-    table = mapping(grid.view(1, 1, 1, -1)).flatten()  # (K,)
+    confidence = fp32(confidence)
+    with no_autocast(confidence):
+        grid = torch.linspace(-1.0, 1.0, grid_size, device=confidence.device, dtype=confidence.dtype)
+        table = fp32(mapping(grid.view(1, 1, 1, -1))).flatten()  # (K,)
     position = (confidence.clamp(-1.0, 1.0) + 1.0) * (0.5 * (grid_size - 1))
     low = position.detach().floor().clamp(max=grid_size - 2).long()
     fraction = position - low

@@ -3,6 +3,8 @@
 All functions take logits of shape (B, C, H, W) and return soft targets ``q`` of the same shape
 (a distribution over C classes per pixel). Callers compute them under ``torch.no_grad()`` (q is a
 target, Eqs. 2, 5, 6); these functions also detach their inputs so no gradient can leak through q.
+Soft targets and the cross-entropy against them are computed in fp32 (bf16/fp16 logits from mixed
+precision are cast first: CPU autocast would run ``softmax`` and ``log_softmax`` in bf16).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from segmend.precision import fp32
 
 AlphaShape = Literal["geometric", "linear", "constant"]
 
@@ -29,7 +33,7 @@ def linear_self_correction(logits: Tensor, ancillary_logits: Tensor, alpha: floa
         alpha: Weight of the ancillary model, ``>= 0`` (``math.inf`` allowed).
 
     Returns:
-        (B, C, H, W) probabilities, detached.
+        (B, C, H, W) probabilities (fp32 for bf16/fp16 logits), detached.
 
     Raises:
         ValueError: If ``alpha`` is negative or NaN.
@@ -37,7 +41,7 @@ def linear_self_correction(logits: Tensor, ancillary_logits: Tensor, alpha: floa
     """
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0 (or inf), got {alpha}.")
-    logits, ancillary_logits = logits.detach(), ancillary_logits.detach()
+    logits, ancillary_logits = fp32(logits.detach()), fp32(ancillary_logits.detach())
     if math.isinf(alpha):
         return ancillary_logits.softmax(dim=1)
     return ((logits + alpha * ancillary_logits) / (alpha + 1.0)).softmax(dim=1)
@@ -149,5 +153,5 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
         Scalar sum over the valid pixels.
 
     """
-    per_pixel = -(target.detach() * F.log_softmax(logits, dim=1)).sum(dim=1)  # (B, H, W)
+    per_pixel = -(fp32(target.detach()) * F.log_softmax(fp32(logits), dim=1)).sum(dim=1)  # (B, H, W)
     return per_pixel[valid].sum()

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from segmend.precision import fp32, no_autocast
+
 
 class UncertaintyHead(nn.Sequential):
     """3x3 conv -> BN -> ReLU -> 1x1 conv to one channel, ``log s``.
 
     The last convolution starts at zero, so training starts from ``s = 1`` everywhere (the KL
-    loss then equals cross-entropy).
+    loss then equals cross-entropy). The head runs in fp32 with autocast off, also under mixed
+    precision: ``log s`` enters the loss as the weight ``exp(-log s)`` of a pixel's cross-entropy,
+    which rounding ``log s`` to bf16 (8 significant bits) would change by up to ``0.2% * |log s|``.
 
     Args:
         in_channels: Channels of the features it reads (decoder features or class logits).
@@ -35,8 +39,9 @@ class UncertaintyHead(nn.Sequential):
         nn.init.zeros_(self[-1].bias)
 
     def forward(self, features: Tensor) -> Tensor:
-        """(B, in_channels, h, w) features -> (B, 1, h, w) ``log s``."""
-        return super().forward(features)
+        """(B, in_channels, h, w) features -> (B, 1, h, w) fp32 ``log s`` (autocast off)."""
+        with no_autocast(features):
+            return super().forward(fp32(features))
 
 
 class InputTap:
