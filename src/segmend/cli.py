@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
+import hashlib
 import inspect
 import os
 import re
@@ -17,7 +17,7 @@ import torch
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -26,9 +26,8 @@ import segmend.datamodules
 import segmend.modules
 from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
 from segmend.cli_hints import hint_for
-from segmend.modules.selfcorr import SelfCorrectionModule
-from segmend.modules.stages import run_self_correction
 from segmend.precision import auto_precision
+from segmend.runs import ResumePolicy, has_training_stages, run_stages
 
 SHORT_NAMES = tuple(
     sorted(
@@ -97,12 +96,18 @@ class SegmendCLI(LightningCLI):
       with AMX / AVX512-BF16, ``16-mixed`` on other GPUs, else ``32-true``) and written into the
       config, so ``config.yaml`` and every stage's Trainer get it; one log line says which and why.
       An explicit ``trainer.precision`` always wins.
-    * The saved ``config.yaml`` records the seed and is overwritten when a run directory is
-      reused; the final validation scores are printed after ``fit``.
-    * ``fit`` of a :class:`~segmend.modules.SelfCorrectionModule` runs its training stages
-      (:func:`~segmend.modules.stages.run_self_correction`) under ``trainer.default_root_dir``, each
-      on a new Trainer built from the same trainer config with ``default_root_dir`` set to
-      ``<root>/<stage>`` and the logger's ``name`` suffixed with ``-<stage>``.
+    * The run folder is ``trainer.default_root_dir`` (``runs/<config name>`` when unset). Loggers
+      without a ``save_dir`` write there (the shipped configs set none), so do
+      ``ModelCheckpoint`` callbacks without a ``dirpath`` (``<run>/checkpoints``). ``fit`` saves the
+      resolved config as ``config.yaml`` (with the seed); ``validate`` / ``test`` / ``predict``
+      save theirs as ``<subcommand>-config.yaml`` and never overwrite the fit's. The final
+      validation scores are printed after ``fit``.
+    * ``fit`` of a module with training stages (a ``training_stages`` method,
+      :class:`~segmend.runs.HasTrainingStages`) runs them with :func:`~segmend.runs.run_stages`
+      in the run folder, each on a new Trainer built from the same trainer config with
+      ``default_root_dir`` set to ``<run>/<stage>`` and the logger's ``name`` suffixed with
+      ``-<stage>``; ``--resume.interval`` / ``--resume.every_n_steps`` say how much training a
+      kill may lose. A re-run of the same command resumes.
     * ``predict`` writes label maps with a :class:`~segmend.callbacks.SegmentationPredictionWriter`
       (added when no prediction writer is configured) and keeps no predictions in memory
       (``return_predictions`` defaults to false).
@@ -190,42 +195,107 @@ class SegmendCLI(LightningCLI):
     def before_predict(self) -> None:  # noqa: D102
         self.check_before_running("predict")
 
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Lightning's defaults, and ``resume`` (:class:`~segmend.runs.ResumePolicy`) for staged fits."""
+        super().add_default_arguments_to_parser(parser)
+        parser.add_class_arguments(ResumePolicy, "resume", fail_untyped=True)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; then place every output in the run folder and keep the fit's ``config.yaml``.
+
+        The run folder is ``trainer.default_root_dir``, or ``runs/<config name>`` when unset. A
+        logger's unset ``save_dir`` (``None``, or Lightning's default ``.``) becomes the run folder.
+        ``validate`` / ``test`` / ``predict`` write ``<subcommand>-config.yaml``.
+        """
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        if "trainer" not in config:
+            return
+        trainer_config = config.trainer
+        if trainer_config.get("default_root_dir") is None:
+            files = config.get("config") or []
+            name = Path(str(files[-1])).stem if files else subcommand or "fit"
+            trainer_config.default_root_dir = str(Path("runs") / name)
+        for init_args in _logger_init_args(trainer_config):
+            if "save_dir" in init_args and init_args.save_dir in (None, "."):  # "." is Lightning's default
+                init_args.save_dir = trainer_config.default_root_dir
+        if subcommand not in (None, "fit"):
+            self.save_config_kwargs = {**self.save_config_kwargs, "config_filename": f"{subcommand}-config.yaml"}
+
+    def after_instantiate_classes(self) -> None:
+        """``ModelCheckpoint`` callbacks without a ``dirpath`` write to ``<run>/checkpoints``."""
+        super().after_instantiate_classes()
+        if getattr(self, "trainer", None) is not None:
+            checkpoints_into(self.trainer, Path(self.trainer.default_root_dir) / "checkpoints")
+
     def fit(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> None:
-        """``trainer.fit``, or the stage runner for a :class:`~segmend.modules.SelfCorrectionModule`."""
-        if not isinstance(model, SelfCorrectionModule):
+        """``trainer.fit``, or the stage runner for a module with training stages.
+
+        Dispatches on the :class:`~segmend.runs.HasTrainingStages` protocol, never on a class.
+        """
+        if not has_training_stages(model):
             self.trainer.fit(model, datamodule=datamodule, **kwargs)
             return
-        run = run_self_correction(
-            model,
+        run_dir = Path(self.trainer.default_root_dir)
+        self.save_run_config(run_dir / "config.yaml")
+        config_init = self.config_init.get(self.subcommand, self.config_init)
+        run = run_stages(
+            model.training_stages(datamodule),
             datamodule,
-            run_dir=self.trainer.default_root_dir,
+            run_dir=run_dir,
             trainer_factory=self.stage_trainer,
             ckpt_path=kwargs.get("ckpt_path"),
+            policy=config_init.get("resume"),
         )
         if run.trainer is not None:
             self.trainer = run.trainer  # after_fit reports the last stage's scores
 
-    def stage_trainer(self, stage: str) -> Trainer:
-        """A new Trainer from the trainer config: root ``<root>/<stage>``, logger name ``<name>-<stage>``.
+    def save_run_config(self, path: Path) -> None:
+        """Write the resolved config of this command (rank 0), as ``SaveConfigCallback`` does for one fit."""
+        if not self.trainer.is_global_zero or self.trainer.fast_dev_run:
+            return
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        if self.subcommand:
+            dumped = dumped[self.subcommand]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(dumped, sort_keys=False))
 
-        Only the trainer's part of the config is instantiated again (fresh logger and callbacks, so
-        no state leaks from one stage into the next); the model and data are not rebuilt.
+    def stage_trainer(self, stage: str, **overrides: Any) -> Trainer:
+        """A new Trainer from the trainer config: root ``<run>/<stage>``, logger name ``<name>-<stage>``.
+
+        Only the trainer's part of the config is instantiated again, by jsonargparse (fresh logger and
+        callbacks, so no state leaks from one stage into the next); the model and data are not
+        rebuilt. A W&B logger gets the run's group (``<name>-<hash of the run folder>``) unless one
+        is configured, and, when the config sets ``resume`` (e.g. ``allow``), a fixed run ``id`` per
+        stage so that a re-run continues the stage's W&B run.
+
+        Args:
+            stage: Stage name.
+            **overrides: Trainer arguments of this stage (e.g. ``max_epochs``).
+
         """
-        parser = self._parser(self.subcommand)
         config = (self.config.get(self.subcommand) if self.subcommand else self.config).clone()
         trainer_config = config.trainer
-        root = Path(trainer_config.default_root_dir or ".")
-        trainer_config.default_root_dir = str(root / stage)
-        loggers = trainer_config.logger if isinstance(trainer_config.logger, list) else [trainer_config.logger]
-        for logger in loggers:
-            init_args = getattr(logger, "init_args", None)
-            if init_args is not None and "name" in init_args:
+        run_dir = Path(trainer_config.default_root_dir or ".")
+        trainer_config.default_root_dir = str(run_dir / stage)
+        run_tag = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+        for init_args in _logger_init_args(trainer_config):
+            base = init_args.get("name") or (Path(str(config.config[-1])).stem if config.get("config") else "run")
+            if "name" in init_args:
                 init_args.name = f"{init_args.name}-{stage}" if init_args.name else stage
-        kwargs = {key: _instantiate(value) for key, value in vars(trainer_config).items()}
-        callbacks = [_instantiate(config.get(key)) for key in parser.callback_keys]
-        return drop_logger_callbacks_without_logger(
-            self._instantiate_trainer(kwargs, [c for c in callbacks if c is not None])
-        )
+            if "group" in init_args and init_args.group is None:
+                init_args.group = f"{base}-{run_tag}"
+            if init_args.get("resume") and "id" in init_args and init_args.id is None:
+                init_args.id = f"{run_tag}-{stage}"
+        parser = LightningArgumentParser()
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        fresh = parser.instantiate_classes(Namespace(trainer=trainer_config)).trainer
+        kwargs = {key: value.as_dict() if isinstance(value, Namespace) else value for key, value in vars(fresh).items()}
+        kwargs.update(overrides)
+        trainer = self.instantiate_trainer(**kwargs)
+        checkpoints_into(trainer, run_dir / stage / "checkpoints")
+        return trainer
 
     def after_fit(self) -> None:
         """Print the final validation scores."""
@@ -267,18 +337,21 @@ class SegmendCLI(LightningCLI):
         return self.trainer.predict(model, datamodule=datamodule, return_predictions=bool(return_predictions), **kwargs)
 
 
-def _instantiate(value: Any) -> Any:
-    """Instantiate ``class_path`` / ``init_args`` namespaces (recursively, also inside lists)."""
-    if isinstance(value, list):
-        return [_instantiate(item) for item in value]
-    if isinstance(value, Namespace) and "class_path" in value:
-        module_name, _, class_name = value.class_path.rpartition(".")
-        cls = getattr(importlib.import_module(module_name), class_name)
-        init_args = value.get("init_args") or Namespace()
-        return cls(**{key: _instantiate(item) for key, item in vars(init_args).items()})
-    if isinstance(value, Namespace):
-        return {key: _instantiate(item) for key, item in vars(value).items()}
-    return value
+def _logger_init_args(trainer_config: Namespace) -> list[Namespace]:
+    """The ``init_args`` of the loggers given by ``class_path`` in a trainer config."""
+    loggers = trainer_config.get("logger")
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    return [logger.init_args for logger in loggers if isinstance(logger, Namespace) and "init_args" in logger]
+
+
+def checkpoints_into(trainer: Trainer, folder: Path) -> None:
+    """Point the Trainer's ``ModelCheckpoint`` callbacks that have no ``dirpath`` at ``folder``.
+
+    Lightning would otherwise put them under ``<logger save_dir>/<project>/<random W&B id>/``.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = str(folder)
 
 
 class LoggedSaveConfigCallback(SaveConfigCallback):

@@ -215,6 +215,19 @@ class SelfCorrectionModule(SegmentationModule):
         except RuntimeError as err:  # same keys, other shapes
             raise ValueError(f"{path}: ancillary weights have other shapes than this model's: {err}") from err
 
+    def training_stages(self, datamodule: Any) -> Iterable[Any]:
+        """The training stages (ancillary, pretrain, main) for :func:`segmend.runs.run_stages`.
+
+        ``segmend fit`` runs them because this method exists (:class:`segmend.runs.HasTrainingStages`).
+
+        Raises:
+            ValueError: If the DataModule cannot switch training sets (``use_train_set``).
+
+        """
+        from segmend.modules.stages import self_correction_stages
+
+        return self_correction_stages(self, datamodule)
+
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> Iterable[Any]:
         """Trainable parameters: the primary net (and aux head), and the conv self-correction net."""
