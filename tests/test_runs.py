@@ -151,6 +151,8 @@ def test_run_folder_keeps_the_fit_config_after_validate_test_predict(tmp_path: P
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "finetune", "warmup"]
     for stage in ("warmup", "finetune"):
         assert sorted(p.name for p in (run / stage).iterdir()) == ["checkpoints", "config.yaml", "final.ckpt"]
+        # no ModelCheckpoint configured: no full checkpoint beside the final one (Lightning's default is left out)
+        assert [p.name for p in (run / stage / "checkpoints").iterdir()] == ["last.ckpt"]
     weights = run / "finetune" / "final.ckpt"
     for subcommand in ("validate", "test", "predict"):
         main([subcommand, *toy_args(run, data_cache), f"--ckpt_path={weights}"])
@@ -195,3 +197,24 @@ def test_baseline_fit_checkpoints_in_the_run_folder(tmp_path: Path, data_cache: 
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "config.yaml").is_file()
     assert not (tmp_path / "segmend").exists()
+
+
+def test_python_entry_point_dispatches_on_the_protocol(tmp_path: Path, tiny_synthetic):
+    """segmend.runs.fit: a staged module runs its stages (a re-run skips them); a plain module is one stage."""
+    from segmend.modules import SegmentationModule
+    from segmend.runs import fit
+
+    kwargs = {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1, "enable_progress_bar": False}
+    toy = TwoStageToy(num_classes=tiny_synthetic.num_classes)
+    run = fit(toy, tiny_synthetic, run_dir=tmp_path / "toy", **kwargs)
+    assert [(s.name, s.status) for s in run.stages] == [("warmup", "trained"), ("finetune", "trained")]
+    assert toy.outcomes == [("warmup", "trained"), ("finetune", "trained")]
+    again = TwoStageToy(num_classes=tiny_synthetic.num_classes)
+    rerun = fit(again, tiny_synthetic, run_dir=tmp_path / "toy", **kwargs)
+    assert [s.status for s in rerun.stages] == ["skipped", "skipped"] and rerun.trainer is None
+    torch.testing.assert_close(again.net.weight, toy.net.weight)  # restored from the final checkpoints
+
+    plain = SegmentationModule(num_classes=tiny_synthetic.num_classes, encoder_name="tu-mobilenetv3_small_050")
+    single = fit(plain, tiny_synthetic, run_dir=tmp_path / "plain", **kwargs)
+    assert [(s.name, s.status) for s in single.stages] == [("fit", "trained")]
+    assert (tmp_path / "plain" / "fit" / "final.ckpt").is_file()

@@ -17,7 +17,7 @@ import torch
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -268,7 +268,9 @@ class SegmendCLI(LightningCLI):
         callbacks, so no state leaks from one stage into the next); the model and data are not
         rebuilt. A W&B logger gets the run's group (``<name>-<hash of the run folder>``) unless one
         is configured, and, when the config sets ``resume`` (e.g. ``allow``), a fixed run ``id`` per
-        stage so that a re-run continues the stage's W&B run.
+        stage so that a re-run continues the stage's W&B run. Without a configured checkpoint
+        callback, Lightning's default ``ModelCheckpoint`` is left out: the runner writes the
+        stage's ``last.ckpt`` and ``final.ckpt``.
 
         Args:
             stage: Stage name.
@@ -292,6 +294,9 @@ class SegmendCLI(LightningCLI):
         parser.add_lightning_class_args(self.trainer_class, "trainer")
         fresh = parser.instantiate_classes(Namespace(trainer=trainer_config)).trainer
         kwargs = {key: value.as_dict() if isinstance(value, Namespace) else value for key, value in vars(fresh).items()}
+        callbacks = kwargs.get("callbacks") or []
+        if not any(isinstance(c, Checkpoint) for c in (callbacks if isinstance(callbacks, list) else [callbacks])):
+            kwargs["enable_checkpointing"] = False  # the runner's last.ckpt / final.ckpt, not one more full copy
         kwargs.update(overrides)
         trainer = self.instantiate_trainer(**kwargs)
         checkpoints_into(trainer, run_dir / stage / "checkpoints")
