@@ -10,8 +10,8 @@ worker) and side by side:
 * decode + the same augmentation written the common way (``RandomScale`` of the whole image,
   then pad and crop), to show what cropping before the expensive work saves;
 
-in ``--rounds`` rounds, the order of the three rotated through all permutations and every random
-draw reseeded per round. Each round gives paired ratios (speed-up segmend / common, decode share);
+in ``--rounds`` rounds, the three taking turns image by image (order cycling through all
+permutations) and every random draw reseeded per round. Each round gives paired ratios (speed-up segmend / common, decode share);
 the report gives their 95% t intervals and the verdicts computed from them (``bench/verdicts.py``).
 Each augmentation step is also timed alone per round (over segmend's own random scales) to show
 where the time goes. Every per-round number goes to ``docs/results/data_runs.json``;
@@ -100,6 +100,26 @@ def images_per_s(pairs, transform, repeats: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def interleaved_images_per_s(pairs, pipelines: dict, repeats: int, start: int) -> dict[str, float]:
+    """Images per second of each pipeline (None = decode only), taking turns image by image.
+
+    For every image the pipelines run back to back in an order that cycles through all
+    permutations (from ``start``), so load from other processes hits all of them alike.
+    """
+    seconds = dict.fromkeys(pipelines, 0.0)
+    turn = start
+    for _ in range(repeats):
+        for image_path, mask_path in pairs:
+            for key in ORDERS[turn % len(ORDERS)]:
+                begin = time.perf_counter()
+                image, mask = read_image(image_path), read_index_mask(mask_path)
+                if pipelines[key] is not None:
+                    to_sample(pipelines[key], image, mask, None, "x")
+                seconds[key] += time.perf_counter() - begin
+            turn += 1
+    return {key: repeats * len(pairs) / total for key, total in seconds.items()}
+
+
 def scale_pad_crop(array: np.ndarray, scale: float, interpolation: int, crop: int, fill: int) -> np.ndarray:
     """The common pipeline's geometry: ``RandomScale``'s resize, ``PadIfNeeded``'s border, ``RandomCrop``'s slice."""
     scaled = fgeometric.scale(array, scale, interpolation)
@@ -137,18 +157,18 @@ def step_ms(image: np.ndarray, mask: np.ndarray, crop: int, draws: int, seed: in
     for name, transform in shared.items():
         calls[name] = [lambda t=transform, c=c: t(image=c[0], mask=c[1]) for c in crops]
     names = list(calls)
-    names = names[order % len(names) :] + names[: order % len(names)]  # rotate which step runs first
-    result = {}
-    for name in names:
-        start = time.perf_counter()
-        for call in calls[name]:
-            call()
-        result[name] = 1000 * (time.perf_counter() - start) / draws
-    return {name: result[name] for name in calls}
+    totals = dict.fromkeys(names, 0.0)
+    for draw in range(draws):  # the steps take turns draw by draw, in a rotating order
+        shift = (order + draw) % len(names)
+        for name in names[shift:] + names[:shift]:
+            begin = time.perf_counter()
+            calls[name][draw]()
+            totals[name] += time.perf_counter() - begin
+    return {name: 1000 * total / draws for name, total in totals.items()}
 
 
 def measure(args: argparse.Namespace) -> dict:
-    """Time the three pipelines and the steps per round, in rotated order; every number goes into the record."""
+    """Time the three pipelines and the steps per round, interleaved; every number goes into the record."""
     record = {
         "command": provenance.command_line("bench/data.py"),
         "machine": f"{provenance.machine()}, OpenCV {cv2.__version__}, albumentations {A.__version__}; "
@@ -184,13 +204,10 @@ def measure(args: argparse.Namespace) -> dict:
                 for transform in pipelines.values():
                     if transform is not None:
                         transform.set_random_seed(seed)
-                order = ORDERS[round_index % len(ORDERS)]
-                rates = {key: images_per_s(pairs, pipelines[key], args.repeats) for key in order}
+                rates = interleaved_images_per_s(pairs, pipelines, args.repeats, round_index)
                 image, mask = read_image(pairs[0][0]), read_index_mask(pairs[0][1])
                 steps = step_ms(image, mask, crop, args.draws, seed, round_index)
-                record["sizes"][name]["rounds"].append(
-                    {"round": round_index, "order": list(order), **rates, "steps_ms": steps}
-                )
+                record["sizes"][name]["rounds"].append({"round": round_index, **rates, "steps_ms": steps})
                 print(
                     f"round {round_index} {name}: decode {rates['decode']:.1f}/s, segmend {rates['segmend']:.1f}/s, "
                     f"common {rates['common']:.1f}/s, speed-up {rates['segmend'] / rates['common']:.3f}",
@@ -211,7 +228,8 @@ def render(record: dict) -> str:
         f"Code: {record['code']}  ",
         f"Seed: {record['seed']} (round r reseeds every random draw with seed + r); {record['images']} seeded images "
         f"per size, {n_rounds} rounds, each timing every pipeline over {record['repeats']} pass(es) of the images, "
-        "in an order rotated through all 6 permutations. Augmentation: random scale "
+        "the three taking turns image by image in an order cycling through all 6 permutations (load from other "
+        "processes hits all three alike). Augmentation: random scale "
         f"{SCALE_RANGE[0]}-{SCALE_RANGE[1]}, padded random crop, flip, colour jitter {JITTER}, rotation "
         f"+-{ROTATION:g} deg, normalise. *segmend*: `train_transform` (`RandomScaleCrop`: scale and crop in one "
         "warp); *common*: `RandomScale` of the whole image, then pad and crop, then the same steps. "
@@ -246,7 +264,8 @@ def render(record: dict) -> str:
         ]
     lines += ["", "## Where the time goes", ""]
     lines += [
-        f"Each step timed alone per round, mean over {record['draws']} random scales drawn by `RandomScaleCrop` "
+        f"Each step timed alone per round, mean over {record['draws']} random scales drawn by `RandomScaleCrop`, "
+        "the steps taking turns draw by draw "
         "(the common path resizes by the same scales), on the first image of each size; the shared steps run on "
         "segmend's crops with p = 1 (in the pipelines flip runs half the time and jitter 80%). "
         "Mean ms per call over rounds, with its 95% CI:",
