@@ -19,7 +19,7 @@ from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 import segmend.callbacks
 import segmend.datamodules
@@ -233,6 +233,10 @@ class SegmendCLI(LightningCLI):
         """``trainer.fit``, or the stage runner for a module with training stages.
 
         Dispatches on the :class:`~segmend.runs.HasTrainingStages` protocol, never on a class.
+
+        Raises:
+            SystemExit: With status 1 when a stage was interrupted (e.g. by SIGTERM) and the run is not complete.
+
         """
         if not has_training_stages(model):
             self.trainer.fit(model, datamodule=datamodule, **kwargs)
@@ -250,16 +254,21 @@ class SegmendCLI(LightningCLI):
         )
         if run.trainer is not None:
             self.trainer = run.trainer  # after_fit reports the last stage's scores
+        if not run.completed:  # the runner printed which stage and how to resume; a script must not go on
+            raise SystemExit(1)
 
     def save_run_config(self, path: Path) -> None:
         """Write the resolved config of this command (rank 0), as ``SaveConfigCallback`` does for one fit."""
-        if not self.trainer.is_global_zero or self.trainer.fast_dev_run:
+        # rank_zero_only.rank comes from the launcher's environment: the Trainer's rank is only known once it runs
+        if rank_zero_only.rank != 0 or self.trainer.fast_dev_run:
             return
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         if self.subcommand:
             dumped = dumped[self.subcommand]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(dumped, sort_keys=False))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump(dumped, sort_keys=False))
+        os.replace(tmp, path)
 
     def stage_trainer(self, stage: str, **overrides: Any) -> Trainer:
         """A new Trainer from the trainer config: root ``<run>/<stage>``, logger name ``<name>-<stage>``.

@@ -51,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 RESUME_HINT = "re-run the same command to resume it"
 
@@ -86,8 +87,9 @@ class ResumeCheckpoint(Checkpoint):
     A plain :class:`~lightning.pytorch.callbacks.Checkpoint` (Lightning runs it after the other
     callbacks, like ``ModelCheckpoint``) that saves with the public ``trainer.save_checkpoint`` into
     a temporary file renamed over ``last.ckpt``, so a kill while writing never leaves a truncated
-    checkpoint behind. Time decisions are taken on rank 0 and broadcast. After Ctrl-C it prints
-    the resume hint (Lightning exits the process right after the ``on_exception`` hooks).
+    checkpoint behind. Time decisions are taken on rank 0 and broadcast. After Ctrl-C (or SIGTERM)
+    it prints the resume hint (after Ctrl-C Lightning exits the process right after the
+    ``on_exception`` hooks).
 
     Args:
         dirpath: Folder of ``last.ckpt``.
@@ -132,7 +134,7 @@ class ResumeCheckpoint(Checkpoint):
             self.save(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:  # noqa: D102
-        if isinstance(exception, KeyboardInterrupt):
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             rank_zero_info(f"segmend: stage '{self.name}' was interrupted; {RESUME_HINT}.")
 
     def _time_is_up(self) -> bool:
