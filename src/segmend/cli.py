@@ -235,7 +235,7 @@ class SegmendCLI(LightningCLI):
         Dispatches on the :class:`~segmend.runs.HasTrainingStages` protocol, never on a class.
 
         Raises:
-            SystemExit: With status 1 when a stage was interrupted (e.g. by SIGTERM) and the run is not complete.
+            SystemExit: With status 1 when a stage's Trainer returned from ``fit`` as interrupted.
 
         """
         if not has_training_stages(model):
