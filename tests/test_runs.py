@@ -223,3 +223,21 @@ def test_python_entry_point_dispatches_on_the_protocol(tmp_path: Path, tiny_synt
     single = fit(plain, tiny_synthetic, run_dir=tmp_path / "plain", **kwargs)
     assert [(s.name, s.status) for s in single.stages] == [("fit", "trained")]
     assert (tmp_path / "plain" / "fit" / "final.ckpt").is_file()
+
+
+def test_resume_from_an_epoch_end_is_exact(tmp_path: Path, data_cache: Path):
+    """every_n_steps = steps per epoch: last.ckpt is saved at the epoch end, and the resumed run ends bit-identical."""
+    exact = ["--seed_everything=0", "--resume.every_n_steps=4", "--resume.interval=100000"]
+    whole = segmend("fit", *toy_args(tmp_path / "whole", data_cache, *exact))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = segmend("fit", *toy_args(tmp_path / "killed", data_cache, *exact, *kill_args("finetune", 5)))
+    assert killed.returncode == -9
+    resumed = segmend("fit", *toy_args(tmp_path / "killed", data_cache, *exact))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "ended before the epoch ended" not in resumed.stderr
+    a, b = (
+        torch.load(p / "finetune" / "final.ckpt", weights_only=True) for p in (tmp_path / "whole", tmp_path / "killed")
+    )
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key

@@ -107,6 +107,7 @@ class ResumeCheckpoint(Checkpoint):
         self.last_save: float | None = None
         self.saved_step: int | None = None
         self.saves_in_this_fit = 0
+        self.due_at_epoch_end = False
 
     @property
     def path(self) -> Path:
@@ -121,16 +122,24 @@ class ResumeCheckpoint(Checkpoint):
         self.last_save = self.clock()
         self.saves_in_this_fit = 0
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:  # noqa: D102
+    def on_train_batch_end(  # noqa: D102
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         every = self.policy.every_n_steps
         due = bool(every) and trainer.global_step % every == 0
-        if not due and self.policy.interval is not None:
+        if not due:
             due = trainer.strategy.broadcast(self._time_is_up())
-        if due:
+        if not due:
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            self.due_at_epoch_end = True  # the epoch's last batch: saved at the epoch end, which resumes exactly
+        else:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        if trainer.strategy.broadcast(self.saves_in_this_fit == 0 or self._time_is_up()):
+        due = self.due_at_epoch_end or trainer.strategy.broadcast(self.saves_in_this_fit == 0 or self._time_is_up())
+        self.due_at_epoch_end = False
+        if due:
             self.save(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:  # noqa: D102
