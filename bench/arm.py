@@ -160,7 +160,9 @@ def render(record: dict) -> str:
             "to decide).",
         }[verdict],
         "- "
-        + _capitalised(comparison(interval, "ARM's training step", "plain CE's", higher="slower", lower="faster"))
+        + _capitalised(
+            comparison(interval, "ARM's training step", "plain CE's", higher="slower", lower="faster", label="ratio")
+        )
         + f". ARM measured faster than CE in {faster} of {len(rounds)} rounds.",
         "",
     ]
@@ -188,9 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     over = sub.add_parser("overhead", help="ARM step time over plain CE step time")
-    over.add_argument("--steps", type=int, default=12)
+    over.add_argument("--steps", type=int, default=10)
     over.add_argument("--warmup", type=int, default=2)
-    over.add_argument("--repeats", type=int, default=16, help="rounds (at least 2; the interval needs several)")
+    over.add_argument("--repeats", type=int, default=20, help="rounds (at least 2; the interval needs several)")
     over.add_argument("--batch-size", type=int, default=16)
     over.add_argument("--image-size", type=int, default=128)
     over.add_argument("--seed", type=int, default=0)
@@ -201,6 +203,8 @@ def main() -> None:
     arm_ablation.add_arguments(sub)
     args = parser.parse_args()
     if args.command == "overhead":
+        if not args.report_only and args.repeats < 2:
+            parser.error("--repeats must be at least 2 for an interval")
         overhead(args)
     else:
         arm_ablation.ablation(args)

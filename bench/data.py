@@ -259,8 +259,10 @@ def render(record: dict) -> str:
         )
         lines += [
             f"- **{name}, crop {size['crop']}**: "
-            + comparison(speedup, "segmend's pipeline", "the common one", higher="faster", lower="slower")
-            + f" (speed-up segmend / common). Decoding takes {share_text} of segmend's time per image.",
+            + comparison(
+                speedup, "segmend's pipeline", "the common one", higher="faster", lower="slower", label="speed ratio"
+            )
+            + f". Decoding takes {share_text} of segmend's time per image.",
         ]
     lines += ["", "## Where the time goes", ""]
     lines += [
@@ -330,7 +332,7 @@ def render(record: dict) -> str:
         }[cost.side(1.0)]
         lines += [
             f"- segmend's geometric step (`RandomScaleCrop`, image + mask, the same {sizes[names[0]]['crop']} crop "
-            f"out) {outcome}: ratio of ms per image {cost.format(2)}.",
+            f"out, over the same random scales) {outcome}: ratio of ms per image {cost.format(2)}.",
         ]
     lines.append("")
     return "\n".join(lines)

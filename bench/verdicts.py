@@ -87,7 +87,7 @@ class Interval:
         return 0
 
     def format(self, digits: int = 3, unit: str = "") -> str:
-        """E.g. ``'0.983 (95% CI 0.941 to 1.027, 6 rounds)'``."""
+        """E.g. ``'0.973 (95% CI 0.911 to 1.038, 6 rounds)'``."""
         level = f"{100 * self.confidence:g}%"
         return (
             f"{self.estimate:.{digits}f}{unit} ({level} CI {self.low:.{digits}f}{unit} to "
@@ -197,7 +197,7 @@ def target_verdict(interval: Interval, target: str) -> str:
 
 
 def verdict_text(interval: Interval, target: str, digits: int = 3, unit: str = "") -> str:
-    """One line: ``'0.983 (95% CI 0.941 to 1.027, 6 rounds); target <= 1.03: not resolved'``."""
+    """One line: ``'0.973 (95% CI 0.911 to 1.038, 6 rounds); target <= 1.03: not resolved'``."""
     op, threshold = parse_target(target)
     return f"{interval.format(digits, unit)}; target {op} {threshold:g}{unit}: {target_verdict(interval, target)}"
 
@@ -223,14 +223,15 @@ def comparison(
     lower: str = "lower",
     digits: int = 3,
     unit: str = "",
+    label: str = "",
 ) -> str:
-    """A sentence from :func:`direction`, with the interval.
+    """A sentence from :func:`direction`, with the interval (``label`` names the estimate, e.g. ``"ratio"``).
 
-    E.g. ``'ARM is slower than plain CE: 1.021 (95% CI 1.004 to 1.038, 12 rounds)'`` or
+    E.g. ``'ARM is slower than plain CE: ratio 1.021 (95% CI 1.004 to 1.038, 12 rounds)'`` or
     ``'no measurable difference between ARM and plain CE: 0.99 (95% CI 0.96 to 1.02, 6 rounds) includes 1'``.
     """
     word = direction(interval, higher, lower)
-    text = interval.format(digits, unit)
+    text = (f"{label} " if label else "") + interval.format(digits, unit)
     if interval.side(interval.null) == 0:
         return f"no measurable difference between {subject} and {baseline}: {text} includes {interval.null:g}"
     return f"{subject} is {word} than {baseline}: {text}"

@@ -118,6 +118,9 @@ def test_direction_and_comparison_follow_whether_the_interval_excludes_the_null(
     assert verdicts.comparison(slower, "ARM", "plain CE", **kw) == (
         "ARM is slower than plain CE: 1.050 (95% CI 1.020 to 1.080, 8 rounds)"
     )
+    assert verdicts.comparison(faster, "segmend", "the common one", label="speed ratio", digits=2) == (
+        "segmend is lower than the common one: speed ratio 0.90 (95% CI 0.85 to 0.95, 8 rounds)"
+    )
     assert verdicts.comparison(same, "ARM", "plain CE", **kw).startswith(
         "no measurable difference between ARM and plain CE: 1.000 (95% CI 0.970 to 1.040, 8 rounds) includes 1"
     )
