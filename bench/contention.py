@@ -36,12 +36,32 @@ def _children(pid: int) -> list[int]:
 
 
 def _process_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` and, recursively, of its living children."""
+    """CPU ticks of ``pid``, of its children that ended (reaped) and, recursively, of its living children."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
-    return int(fields[11]) + int(fields[12]) + sum(_process_ticks(child) for child in _children(pid))
+    own = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return own + sum(_process_ticks(child) for child in _children(pid))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python bench/contention.py COMMAND...``: run COMMAND, then print its wall time and the other load."""
+    import subprocess
+    import sys
+
+    command = sys.argv[1:] if argv is None else argv
+    with OtherLoad() as load:
+        start = time.perf_counter()
+        code = subprocess.call(command)
+        seconds = time.perf_counter() - start
+    minutes, rest = divmod(seconds, 60)
+    print(
+        f"wall time {seconds:.1f} s ({int(minutes)} min {rest:.0f} s); other processes used {load.cores:.2f} "
+        f"cores meanwhile; exit code {code}",
+        file=sys.stderr,
+    )
+    return code
 
 
 class OtherLoad:
@@ -56,3 +76,7 @@ class OtherLoad:
         wall = time.perf_counter() - self._start
         others = (_busy_ticks() - self._busy) - (_process_ticks(os.getpid()) - self._ours)
         self.cores = max(0.0, others / HZ / wall) if wall > 0 else 0.0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
