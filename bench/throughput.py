@@ -48,9 +48,9 @@ from contention import OtherLoad
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
-from scipy import stats
 from segmend.datamodules import SyntheticDataModule
 from torch import nn
+from verdicts import MET, NOT_MET, NOT_RESOLVED, difference_interval, ratio_interval, target_verdict
 
 from segmend.modules import SegmentationModule
 from segmend.optim import PolyLR
@@ -334,31 +334,14 @@ def kept_ratios(rounds: list[dict[str, Any]], name: str, max_load: float) -> lis
     return [r[name] / r["plain_fp32"] for r in rounds if clean(r, name, max_load) and clean(r, "plain_fp32", max_load)]
 
 
-def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the two-sided t interval of the mean."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, -math.inf, math.inf
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
-def at_least_verdict(low: float, high: float, target: float) -> str:
-    """``met`` when the interval lies at or above the target, ``not met`` when it lies below it."""
-    if low >= target:
-        return "met"
-    if high < target:
-        return "not met"
-    return "not resolved"
-
-
-def within_verdict(low: float, high: float, margin: float) -> str:
+def within_verdict(interval, margin: float) -> str:
     """``met`` when the interval lies inside [-margin, margin], ``not met`` when it lies wholly outside it."""
-    if -margin <= low and high <= margin:
-        return "met"
-    if high < -margin or low > margin:
-        return "not met"
-    return "not resolved"
+    verdicts = (target_verdict(interval, f">= {-margin}"), target_verdict(interval, f"<= {margin}"))
+    if verdicts == (MET, MET):
+        return MET
+    if NOT_MET in verdicts:
+        return NOT_MET
+    return NOT_RESOLVED
 
 
 def speed_section(data: dict[str, Any]) -> list[str]:
@@ -407,22 +390,23 @@ def speed_section(data: dict[str, Any]) -> list[str]:
         "",
         "Images/s; in brackets the ratio to the plain fp32 loop of the same round and the cores other "
         "processes used during the measurement. The medians and the intervals below use the kept "
-        "measurements only.",
+        "measurements only; the interval is a t interval on the log ratios (`bench/verdicts.py`), and a "
+        "target is met when the whole interval satisfies it, not met when none of it does.",
         "",
-        "| row | kept rounds | median ratio to plain fp32 | mean ratio, 95% t interval | target | verdict |",
+        "| row | kept rounds | median ratio to plain fp32 | geometric mean ratio, 95% t interval | target | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for name in ROWS[1:]:
-        if not ratios[name]:
-            lines.append(f"| {ROW_TITLES[name]} | 0 | - | - | | **not resolved** (no undisturbed round) |")
+        if len(ratios[name]) < 2:
+            lines.append(f"| {ROW_TITLES[name]} | {len(ratios[name])} | - | - | | **not resolved** (too few rounds) |")
             continue
-        mean, low, high = t_interval(ratios[name])
+        interval = ratio_interval(ratios[name])
         target = SPEED_TARGETS.get(name)
-        verdict = at_least_verdict(low, high, target) if target else "(no target)"
+        verdict = target_verdict(interval, f">= {target}") if target else "(no target)"
         target_text = f">= {target:.2f}x" if target else ""
         lines.append(
-            f"| {ROW_TITLES[name]} | {len(ratios[name])} | {statistics.median(ratios[name]):.3f}x | {mean:.3f}x "
-            f"[{low:.3f}, {high:.3f}] | {target_text} | **{verdict}** |"
+            f"| {ROW_TITLES[name]} | {len(ratios[name])} | {statistics.median(ratios[name]):.3f}x | "
+            f"{interval.estimate:.3f}x [{interval.low:.3f}, {interval.high:.3f}] | {target_text} | **{verdict}** |"
         )
     fastest = max(medians[n] for n in ROWS)
     lines += [
@@ -477,8 +461,9 @@ def quality_section(runs: dict[str, Any]) -> list[str]:
     lines.append("")
     if len(paired) >= 2:
         diffs = [100 * (runs[f"default|{s}"]["mIoU"] - runs[f"fp32|{s}"]["mIoU"]) for s in paired]
-        mean, low, high = t_interval(diffs)
-        verdict = within_verdict(low, high, QUALITY_MARGIN)
+        interval = difference_interval(diffs)
+        mean, low, high = interval.estimate, interval.low, interval.high
+        verdict = within_verdict(interval, QUALITY_MARGIN)
         lines += [
             f"Paired difference default - fp32 over {len(paired)} seeds: {mean:+.2f} mIoU points, 95% t interval "
             f"[{low:+.2f}, {high:+.2f}]. Target: the default within {QUALITY_MARGIN:.0f} mIoU point of fp32 "
