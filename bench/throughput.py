@@ -15,8 +15,10 @@ synthetic batches (same DataLoader, same order) with the same optimizer and sche
 
 The Trainer runs as a user's would: progress bar, a logger (CSV, into a temporary folder) written
 every ``log_every_n_steps`` as in the shipped configs, ``LearningRateMonitor`` every step and the
-default checkpointing. Each round runs all four (the order rotated every round), each timing
-``--steps`` steps after ``--warmup`` untimed ones, then the data pipeline alone. The report gives the
+default checkpointing. Each round runs all four (the order rotated every round), each in a new
+Python process (segmend's defaults tune the process-wide memory allocator when a fit starts, see
+``segmend.memory``, which must not carry over to the plain loops) and each timing ``--steps`` steps
+after ``--warmup`` untimed ones, then the data pipeline alone. The report gives the
 per-round speeds, the medians, the per-round ratios against the plain fp32 loop with a 95% t
 interval, and verdicts computed from the intervals.
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import os
@@ -201,9 +202,7 @@ def pipeline_images_per_s(datamodule, steps: int) -> float:
     return steps * datamodule.batch_size / (time.perf_counter() - start)
 
 
-def speed(args: argparse.Namespace) -> None:
-    seed_everything(args.seed, verbose=False)
-    default_precision = auto_precision("cpu")
+def make_datamodule(args: argparse.Namespace) -> SyntheticDataModule:
     total = args.warmup + args.steps
     datamodule = SyntheticDataModule(
         seed=args.seed,
@@ -218,13 +217,40 @@ def speed(args: argparse.Namespace) -> None:
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
+    return datamodule
 
-    def new_module() -> SegmentationModule:
-        return SegmentationModule(
-            num_classes=datamodule.num_classes, class_names=datamodule.class_names, optimizer=make_optimizer
-        )
 
-    initial = copy.deepcopy(new_module().state_dict())
+def measure(args: argparse.Namespace) -> None:
+    """One row's measurement, in a process of its own; prints ``RESULT {"speed": ..., "load": ...}``."""
+    datamodule = make_datamodule(args)
+    seed_everything(args.seed, verbose=False)  # the same initial weights and dropout draws in every process
+    module = SegmentationModule(
+        num_classes=datamodule.num_classes, class_names=datamodule.class_names, optimizer=make_optimizer
+    )
+    if args.row.startswith("plain"):
+        speed, load = plain_images_per_s(module.net, datamodule, args.row == "plain_bf16", args)
+    else:
+        precision = "32-true" if args.row == "segmend_fp32" else auto_precision("cpu").precision
+        speed, load = segmend_images_per_s(module, datamodule, precision, args)
+    print("RESULT " + json.dumps({"speed": speed, "load": load}), flush=True)
+
+
+def measure_in_process(name: str, args: argparse.Namespace) -> tuple[float, float]:
+    """Run :func:`measure` for row ``name`` in a new Python process; its images/s and other load."""
+    command = [sys.executable, __file__, "_measure", "--row", name]
+    for option in ("steps", "warmup", "batch_size", "image_size", "num_workers", "seed"):
+        command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    found = re.search(r"^RESULT (.*)$", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"measuring {name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    result = json.loads(found.group(1))
+    return result["speed"], result["load"]
+
+
+def speed(args: argparse.Namespace) -> None:
+    default_precision = auto_precision("cpu")
+    datamodule = make_datamodule(args)
     rounds: list[dict[str, Any]] = []
     for round_index in range(args.max_rounds):
         shift = round_index % len(ROWS)
@@ -232,14 +258,7 @@ def speed(args: argparse.Namespace) -> None:
         speeds: dict[str, float] = {}
         loads: dict[str, float] = {}
         for name in order:
-            module = new_module()
-            module.load_state_dict(initial)
-            torch.manual_seed(args.seed)  # same dropout draws for every row
-            if name.startswith("plain"):
-                speeds[name], loads[name] = plain_images_per_s(module.net, datamodule, name == "plain_bf16", args)
-            else:
-                precision = "32-true" if name == "segmend_fp32" else default_precision.precision
-                speeds[name], loads[name] = segmend_images_per_s(module, datamodule, precision, args)
+            speeds[name], loads[name] = measure_in_process(name, args)
         speeds["pipeline"] = pipeline_images_per_s(datamodule, args.steps)
         rounds.append({**speeds, "order": " > ".join(order), "other_load": loads})
         print(
@@ -268,6 +287,7 @@ def speed(args: argparse.Namespace) -> None:
                 "rounds_to_keep": args.rounds,
                 "max_rounds": args.max_rounds,
                 "max_load": args.max_load,
+                "process_per_measurement": True,
             },
             "rounds": rounds,
         },
@@ -365,7 +385,13 @@ def speed_section(data: dict[str, Any]) -> list[str]:
         f"{setup['image_size']} images, batch size {setup['batch_size']}, SGD (lr 0.01, momentum 0.9) + poly "
         f"schedule, {setup['num_workers']} DataLoader worker(s), same initial weights and batches for every "
         f"row. Each measurement times {setup['steps']} steps after {setup['warmup']} warm-up steps; "
-        "the order of the four rotated every round.  ",
+        "the order of the four rotated every round"
+        + (
+            ", each measurement in a new Python process (segmend's defaults tune the process-wide memory "
+            "allocator, which must not carry over to the plain loops).  "
+            if setup.get("process_per_measurement")
+            else ", all in one process.  "
+        ),
         f"The machine is shared (other engineers' test runs): a measurement during which other processes "
         f"used more than {max_load} cores (from `/proc/stat`) is marked * and left out; a round's ratio "
         "counts only when neither the row nor the plain fp32 loop of that round was disturbed. Rounds run "
@@ -507,7 +533,8 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("speed", "quality", "report"), nargs="?", default="speed")
+    parser.add_argument("command", choices=("speed", "quality", "report", "_measure"), nargs="?", default="speed")
+    parser.add_argument("--row", choices=ROWS, help="_measure: the row to measure (used by speed)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=8, help="speed: ratios to keep per row (without other load)")
@@ -524,7 +551,7 @@ def main() -> None:
     parser.add_argument("--quality-json", type=Path, default=QUALITY_JSON)
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args()
-    {"speed": speed, "quality": quality, "report": report}[args.command](args)
+    {"speed": speed, "quality": quality, "report": report, "_measure": measure}[args.command](args)
 
 
 if __name__ == "__main__":
