@@ -49,6 +49,7 @@ from contention import OtherLoad
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
+from provenance import code_state
 from segmend.datamodules import SyntheticDataModule
 from torch import nn
 from verdicts import MET, NOT_MET, NOT_RESOLVED, difference_interval, ratio_interval, target_verdict
@@ -337,6 +338,7 @@ def quality(args: argparse.Namespace) -> None:
                 "seconds": round(seconds, 1),
                 "command": " ".join(["segmend", *command[1:-1], "--trainer.default_root_dir=<temp folder>"]),
                 "machine": cpu_description()["cpu"],
+                "code": code_state(),
             }
             save_json(args.quality_json, runs)
             print(f"{key}: val/mIoU {runs[key]['mIoU']:.4f} in {seconds:.0f} s", flush=True)
@@ -501,12 +503,11 @@ def quality_section(runs: dict[str, Any]) -> list[str]:
             ),
             "",
         ]
-        fp32_s = [runs[f"fp32|{s}"]["seconds"] for s in paired]
-        default_s = [runs[f"default|{s}"]["seconds"] for s in paired]
+        codes = sorted({r.get("code", "not recorded") for r in runs.values()})
         lines += [
-            f"Wall time of a whole run (process start to exit, data cached): fp32 {statistics.fmean(fp32_s):.0f} s, "
-            f"default {statistics.fmean(default_s):.0f} s (mean over {len(paired)} seeds; "
-            f"{statistics.fmean(fp32_s) / statistics.fmean(default_s):.2f}x faster).",
+            "Times are wall times of whole runs (process start to exit, data cached), as the runs were made; "
+            f"code measured: {'; '.join(codes)}. Compare speeds in the speed section and in "
+            "`docs/performance.md`, not here.",
             "",
         ]
     else:
