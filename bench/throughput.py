@@ -399,7 +399,7 @@ def speed_section(data: dict[str, Any]) -> list[str]:
         "counts only when neither the row nor the plain fp32 loop of that round was disturbed. Rounds run "
         f"until every row has {setup['rounds_to_keep']} ratios or {setup['max_rounds']} rounds have run.  ",
         f"segmend default: `{chosen['precision']}` from `auto_precision()` ({chosen['reason']}) and "
-        "`SegmentationModule`'s defaults. The segmend rows run under a Trainer with a progress bar, a "
+        "`SegmentationModule`'s defaults (among them `tune_cpu_allocator=True`, which both segmend rows get). The segmend rows run under a Trainer with a progress bar, a "
         "CSV logger (every 10 steps), `LearningRateMonitor` (every step) and default checkpointing.",
         "",
         "| round | order | " + " | ".join(ROW_TITLES[n] for n in ROWS) + " | data pipeline only |",
