@@ -3,9 +3,9 @@
 glibc's ``malloc`` serves a large block (a training step's activations and gradients, megabytes
 each) with a fresh ``mmap`` and gives it back to the kernel on ``free``. The next step asks for
 the same blocks again and the kernel zero-fills every page on first touch: on a DeepLabV3+
-(resnet18) step at 128x128, batch 16, about 50,000 minor page faults per step. Raising the
-thresholds keeps those blocks in the heap, where the next step reuses them (measured: 320 faults
-per step, 459 -> 359 ms per step, the same peak memory; docs/performance.md).
+(resnet18) step at 128x128, batch 16, 40,000-56,000 minor page faults per step. Raising the
+thresholds keeps those blocks in the heap, where the next step reuses them (measured by
+``bench/allocator.py``: 130-670 faults, 443 -> 376 ms per step, the same peak memory).
 """
 
 from __future__ import annotations

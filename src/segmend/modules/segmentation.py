@@ -67,8 +67,9 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             stage (0.4 in PSPNet / ARM; 0 disables it). Needs a segmentation-models-pytorch net.
         tune_cpu_allocator: When a fit on the CPU starts, keep freed activation memory for the
             next step instead of returning it to the kernel (glibc's malloc thresholds, see
-            :func:`segmend.memory.tune_cpu_allocator`): measured 1.28x faster training steps, the
-            same results and peak memory. Process-wide; ``False`` leaves the allocator alone.
+            :func:`segmend.memory.tune_cpu_allocator`): measured 1.18x faster fp32 training steps
+            (docs/results/allocator.md), the same results and peak memory. Process-wide;
+            ``False`` leaves the allocator alone.
 
     """
 
