@@ -547,7 +547,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2), help="quality: the seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=tuple(range(10)), help="quality: the seeds")
     parser.add_argument("--speed-json", type=Path, default=SPEED_JSON)
     parser.add_argument("--quality-json", type=Path, default=QUALITY_JSON)
     parser.add_argument("--output", type=Path, default=REPORT)
