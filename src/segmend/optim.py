@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -10,17 +10,52 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def default_optimizer(params: Iterable[Any]) -> Optimizer:
+def default_optimizer(params: Iterable[Any], **overrides: Any) -> Optimizer:
     """Build the default optimizer: SGD, lr 0.01, momentum 0.9, weight decay 5e-4.
 
     Args:
         params: Parameters or parameter-group dicts.
+        **overrides: Further arguments for ``torch.optim.SGD`` (for example ``fused=True``).
 
     Returns:
         The optimizer.
 
     """
-    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    return torch.optim.SGD(params, **{"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, **overrides})
+
+
+def build_fused_if_supported(factory: Callable[..., Optimizer], params: Iterable[Any]) -> Optimizer:
+    """Build an optimizer with its fused kernel when the user chose no kernel and the device has one.
+
+    torch's ``Adam``, ``AdamW`` and ``SGD`` (among others) update every parameter in one fused
+    kernel when built with ``fused=True``; on CPU, torch's default is the slower ``foreach``
+    kernel. ``bench/optimizer.py`` measured the step over DeepLabV3+ (resnet18) on 2 CPU cores:
+    AdamW 5.4x and SGD with momentum 1.9x faster fused (``docs/results/optimizer.md``). The
+    update is the same to float rounding.
+
+    A choice the user made is kept: an optimizer built with ``fused`` or ``foreach`` set (either
+    value) is returned as built. So is one whose class has no fused kernel, or whose parameters
+    are on a device the kernel does not support (the second build raises and is dropped).
+
+    Args:
+        factory: Builds the optimizer from parameters; extra keyword arguments go to the
+            optimizer's constructor (as with a ``class_path`` optimizer from a config, or
+            :func:`default_optimizer`).
+        params: Parameters or parameter-group dicts.
+
+    Returns:
+        The optimizer, fused when possible.
+
+    """
+    params = list(params)
+    optimizer = factory(params)
+    chosen = {key: optimizer.defaults.get(key) for key in ("fused", "foreach")}
+    if "fused" not in optimizer.defaults or any(value is not None for value in chosen.values()):
+        return optimizer
+    try:
+        return factory(params, fused=True)
+    except (TypeError, RuntimeError, ValueError):  # no such argument, or an unsupported device / dtype
+        return optimizer
 
 
 class TotalStepsAware:
@@ -146,7 +181,7 @@ def describe_optimization(optimizer: Optimizer, scheduler: Any) -> str:
         scheduler: The built schedule.
 
     Returns:
-        For example ``"Optimizer: AdamW, lr 0.003, weight_decay 0.0001; schedule: PolyLR"``.
+        For example ``"Optimizer: AdamW, lr 0.003, weight_decay 0.0001; schedule: PolyLR; fused kernel"``.
 
     """
     groups = []
@@ -154,4 +189,5 @@ def describe_optimization(optimizer: Optimizer, scheduler: Any) -> str:
         name = group.get("name", f"group {index}") if len(optimizer.param_groups) > 1 else ""
         settings = f"lr {group['lr']:g}, weight_decay {group.get('weight_decay', 0.0):g}"
         groups.append(f"{name}: {settings}" if name else settings)
-    return f"Optimizer: {type(optimizer).__name__}, {'; '.join(groups)}; schedule: {type(scheduler).__name__}"
+    kernel = "; fused kernel" if optimizer.defaults.get("fused") else ""
+    return f"Optimizer: {type(optimizer).__name__}, {'; '.join(groups)}; schedule: {type(scheduler).__name__}{kernel}"
