@@ -41,6 +41,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from segmend.datamodules import SemiSupervisedSyntheticDataModule
 
+from segmend.checkpoints import read_weights
 from segmend.modules import AncillaryModule, SegmentationModule, SelfCorrectionModule
 from segmend.modules.stages import run_self_correction
 from segmend.optim import PolyLR
@@ -168,20 +169,20 @@ def run_variant(args, variant: str, num_full: int, seed: int) -> None:
         ancillary_checkpoint=None if variant in ("none", "em_fixed") else str(anc_ckpt),
         **model_kwargs(dm.num_classes),
     )
+    pretrain = base / "conv" / "pretrain" / "final.ckpt"
     if variant == "none_ft":  # control for conv's extra stage: start from conv's stage-2 primary
-        pretrain = torch.load(base / "conv" / "pretrain" / "final.ckpt", map_location="cpu", weights_only=False)
-        model.net.load_state_dict({k[4:]: v for k, v in pretrain["state_dict"].items() if k.startswith("net.")})
+        model.net.load_state_dict(read_weights(pretrain, prefix="net.").state_dict)
     run = run_self_correction(model, dm, base / variant, lambda stage: trainer(base / variant / stage, args.steps))
     if not run.completed:
         raise RuntimeError(f"{key} was interrupted")
     seconds = time.time() - started
     if variant == "none":
-        ancillary = AncillaryModule.load_from_checkpoint(anc_ckpt, map_location="cpu", weights_only=False)
+        ancillary = AncillaryModule(**model_kwargs(dm.num_classes))
+        ancillary.load_state_dict(read_weights(anc_ckpt, prefix="").state_dict)
         save_result(f"F{num_full}/seed{seed}/ancillary", {**evaluate(ancillary, dm), **meta})
     if variant == "conv":
         f_only = SelfCorrectionModule(correction="conv", **model_kwargs(dm.num_classes))
-        state = torch.load(base / "conv" / "pretrain" / "final.ckpt", map_location="cpu", weights_only=False)
-        f_only.load_state_dict(state["state_dict"])
+        f_only.load_state_dict(read_weights(pretrain, prefix="").state_dict)
         save_result(f"F{num_full}/seed{seed}/f_only", {**evaluate(f_only, dm), **meta})
     save_result(key, {**evaluate(model, dm), **meta, "seconds": seconds})
 

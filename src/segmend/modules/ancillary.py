@@ -7,10 +7,9 @@ from typing import Any
 
 from torch import Tensor
 
-from segmend.modules.segmentation import SegmentationModule, Stage
+from segmend.modules.segmentation import SegmentationModule
 from segmend.nets.box_attention import BoxAttentionNet
-from segmend.nets.tta import resize_logits
-from segmend.precision import fp32
+from segmend.nets.features import SegmentationFeatures
 
 
 class AncillaryModule(SegmentationModule):
@@ -19,7 +18,9 @@ class AncillaryModule(SegmentationModule):
     Trained with pixel cross-entropy on fully supervised samples (``has_mask`` true; the stage
     runner serves it half of F). Every batch must carry ``boxes`` (B, C, H, W), the box mask with
     channel 0 = "no box covers this pixel" (``with_boxes: true`` in the DataModule); at inference
-    it needs the boxes too, so ``predict_step`` reads them from the batch.
+    it needs the boxes too, so ``predict_step`` reads them from the batch. The boxes go to the net
+    as an argument (:meth:`batch_features`); nothing is kept between calls. An auxiliary head
+    (``aux_weight``) reads the gated encoder features.
 
     Args:
         attention_stages: Encoder feature maps gated by box attention (indices into the smp
@@ -45,7 +46,6 @@ class AncillaryModule(SegmentationModule):
                 "subclass, or use arch / encoder_name."
             )
         super().__init__(**kwargs)
-        self._batch_boxes: Tensor | None = None
 
     def configure_models(self) -> None:
         """Build the box-attention network."""
@@ -59,33 +59,19 @@ class AncillaryModule(SegmentationModule):
             **(hp.net_kwargs or {}),
         )
 
-    def configure_aux_head(self) -> None:
-        """Attach the auxiliary head to the wrapped smp encoder (gated features)."""
-        inner = self.net
-        self.net = inner.net  # the base class looks for .net.encoder
-        try:
-            super().configure_aux_head()
-        finally:
-            self.net = inner
-
     def forward(self, image: Tensor, boxes: Tensor | None = None) -> Tensor:
         """(B, 3, H, W) images and (B, C, H, W) box masks -> (B, C, H, W) logits (fp32 under mixed precision).
 
-        ``boxes`` defaults to the box mask of the batch being processed by :meth:`shared_step`.
-
         Raises:
-            ValueError: If no box mask is available.
+            ValueError: If no box mask is given.
 
         """
-        boxes = self._batch_boxes if boxes is None else boxes
         if boxes is None:
             raise ValueError(
-                "AncillaryModule needs the box mask: call model(image, boxes) or feed batches with a "
+                "AncillaryModule needs the box mask: call model(image, boxes), with batches that have a "
                 "'boxes' entry (with_boxes: true in the DataModule)."
             )
-        out = self.net(image, boxes)
-        self._check_logits(out)
-        return resize_logits(fp32(out), tuple(image.shape[-2:]))
+        return self.output_logits(self.forward_features(image, boxes), image)
 
     def _require_boxes(self, batch: dict[str, Any]) -> Tensor:
         if "boxes" not in batch:
@@ -95,13 +81,14 @@ class AncillaryModule(SegmentationModule):
             )
         return batch["boxes"]
 
-    def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
-        """The base step, with the batch's box mask available to :meth:`forward`."""
-        self._batch_boxes = self._require_boxes(batch)
-        try:
-            return super().shared_step(batch, stage)
-        finally:
-            self._batch_boxes = None
+    def batch_features(self, batch: dict[str, Any]) -> SegmentationFeatures:
+        """The features of a batch's images, gated by the batch's box masks.
+
+        Raises:
+            ValueError: If the batch has no box masks.
+
+        """
+        return self.forward_features(batch["image"], self._require_boxes(batch))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Label maps and probabilities of a batch (boxes read from the batch)."""

@@ -9,12 +9,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
 
+from segmend.frozen import trainable_parameters
 from segmend.losses.confidence import confidence_map, uncertainty_confidence
 from segmend.losses.pixel import cross_entropy_map, gce_map, kl_uncertainty_map
 from segmend.losses.reweighting import LossByConfidence, normalise_weights, weighted_sum
 from segmend.modules.segmentation import SegmentationModule
 from segmend.nets.arm import ARM, LinearARM, evaluate_by_table
-from segmend.nets.uncertainty import InputTap, UncertaintyHead, head_input_channels
+from segmend.nets.features import SegmentationFeatures
+from segmend.nets.uncertainty import HeadInput, UncertaintyHead, head_input_channels
 from segmend.precision import fp32
 
 ConfidenceInput = Literal["var", "std", "logvar", "entropy", "uncertainty"]
@@ -111,19 +113,25 @@ class ARMModule(SegmentationModule):
         self.track_loss_by_confidence = False  # switched on by ARMCurveLogger; costs a histogram per step
         self.last_weight_map: Tensor | None = None
         self.uncertainty_head: UncertaintyHead | None = None
-        self._uncertainty_tap: InputTap | None = None
+        self._uncertainty_tap: HeadInput | None = None
         if hp.pixel_loss == "kl":
-            channels = head_input_channels(self.net)
-            if channels is not None:  # smp net: read the decoder features entering the class head
-                self._uncertainty_tap = InputTap(self.net.segmentation_head)
+            channels = head_input_channels(self.net)  # smp net: the decoder features entering the class head
+            self._uncertainty_tap = HeadInput("decoder" if channels is not None else "logits")
             self.uncertainty_head = UncertaintyHead(channels or self.num_classes, hp.uncertainty_hidden)
+
+    def forward_features(self, image: Tensor, boxes: Tensor | None = None) -> SegmentationFeatures:
+        """The base class's features; with an uncertainty head, also kept for :meth:`log_uncertainty`."""
+        features = super().forward_features(image, boxes)
+        if self._uncertainty_tap is not None:
+            self._uncertainty_tap.keep(features)
+        return features
 
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The network's parameters, and ARM's in a group of their own."""
         arm_params = list(self.weight_map.parameters())
         arm_ids = {id(p) for p in arm_params}
-        groups = [{"params": [p for p in self.parameters() if id(p) not in arm_ids], "name": "net"}]
+        groups = [{"params": [p for p in trainable_parameters(self) if id(p) not in arm_ids], "name": "net"}]
         if arm_params:
             groups.append({"params": arm_params, "name": "arm"})
         return groups
@@ -182,6 +190,9 @@ class ARMModule(SegmentationModule):
     # ------------------------------------------------------------------ loss
     def log_uncertainty(self, logits: Tensor) -> Tensor:
         """(B, 1, H, W) ``log s`` of the KL loss for the last forward, at the logits' resolution.
+
+        The head reads the features :meth:`forward_features` kept of the latest forward (the
+        decoder features of an smp net, else the net's own logits), or ``logits`` before any forward.
 
         Raises:
             ValueError: If the module was not built with ``pixel_loss="kl"``.

@@ -15,11 +15,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric
 
+from segmend.frozen import trainable_parameters
 from segmend.hparams import LoggedHyperparameters
 from segmend.memory import tune_cpu_allocator
 from segmend.metrics import segmentation_metrics
-from segmend.nets.aux_head import EncoderTap, FCNHead
+from segmend.nets.aux_head import AUX_STAGE, FCNHead
 from segmend.nets.factory import build_smp_net, input_size_divisor
+from segmend.nets.features import SegmentationFeatures, encoder_channels, forward_features
 from segmend.nets.tta import resize_logits, tta_probabilities
 from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer, describe_optimization
 from segmend.precision import fp32
@@ -41,7 +43,9 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
     """Supervised semantic segmentation: a network, a loss, metrics and an optimizer.
 
     Methods subclass it and override :meth:`configure_losses`, :meth:`compute_loss` or
-    :meth:`parameter_groups`; the training, validation and test steps share :meth:`shared_step`.
+    :meth:`parameter_groups`; the training, validation and test steps share :meth:`shared_step`,
+    which runs the net once per batch through :meth:`batch_features` and hands the features to the
+    parts that read more than the logits (the auxiliary head).
 
     Args:
         num_classes: Number of classes, background included. Required, except under
@@ -132,32 +136,42 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             )
 
     def configure_aux_head(self) -> None:
-        """Attach the auxiliary FCN head to the encoder when ``aux_weight`` > 0.
+        """Create the auxiliary FCN head on the encoder's stride-16 features when ``aux_weight`` > 0.
 
         Raises:
-            ValueError: If the net has no smp-style encoder to read features from.
+            ValueError: If the net is not (and does not wrap) an smp model, whose encoder features it reads.
 
         """
         self.aux_head: nn.Module | None = None
         if self.hparams.aux_weight <= 0:
             return
-        encoder = getattr(self.net, "encoder", None)
-        if encoder is None or not hasattr(encoder, "out_channels"):
+        channels = encoder_channels(self.net)
+        if channels is None:
             raise ValueError(
-                "aux_weight > 0 needs a segmentation-models-pytorch net (with .encoder.out_channels) "
-                f"to take features from; got {type(self.net).__name__}. Set aux_weight: 0."
+                "aux_weight > 0 needs a segmentation-models-pytorch net (or a net wrapping one, such as "
+                f"BoxAttentionNet) to take encoder features from; got {type(self.net).__name__}. Set aux_weight: 0."
             )
-        self.aux_head = FCNHead(encoder.out_channels[-2], self.num_classes)
-        self._aux_tap = EncoderTap(encoder, stage=-2)
+        self.aux_head = FCNHead(channels[AUX_STAGE], self.num_classes)
 
-    def aux_loss(self, batch: dict[str, Any]) -> Tensor | None:
-        """Cross-entropy of the auxiliary head on the last forward's features, or ``None``."""
-        if self.aux_head is None or self._aux_tap.features is None:
+    def aux_loss(self, batch: dict[str, Any], features: SegmentationFeatures | None = None) -> Tensor | None:
+        """Cross-entropy of the auxiliary head on ``features.encoder[AUX_STAGE]``, or ``None``.
+
+        Args:
+            batch: The batch (its labels are the target).
+            features: The net's features of the batch (:meth:`batch_features`); ``None`` runs the
+                net on the batch again.
+
+        Returns:
+            The loss, or ``None`` without an auxiliary head or labelled pixels.
+
+        """
+        if self.aux_head is None:
             return None
         target = self.targets(batch)
         if not bool((target != self.ignore_index).any()):
             return None
-        logits = resize_logits(fp32(self.aux_head(self._aux_tap.features)), tuple(target.shape[-2:]))
+        features = self.batch_features(batch) if features is None else features
+        logits = resize_logits(fp32(self.aux_head(features.encoder[AUX_STAGE])), tuple(target.shape[-2:]))
         return nn.functional.cross_entropy(logits, target, ignore_index=self.ignore_index)
 
     def configure_losses(self) -> None:
@@ -176,8 +190,11 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         self.test_loss = MeanMetric()
 
     def parameter_groups(self) -> Iterable[Any]:
-        """Parameters (or param-group dicts) handed to the optimizer; methods override this."""
-        return self.parameters()
+        """Parameters (or param-group dicts) handed to the optimizer; methods override this.
+
+        Frozen parts (:class:`~segmend.frozen.FrozenModel`) are left out.
+        """
+        return trainable_parameters(self)
 
     def build_optimizer(self) -> Optimizer:
         """Build the injected optimizer over :meth:`parameter_groups`; methods adjust groups here."""
@@ -304,6 +321,60 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             )
 
     # ------------------------------------------------------------------ forward
+    def _padding(self, image: Tensor) -> tuple[int, int]:
+        """Rows and columns (bottom, right) that make ``image`` fit the net outside training.
+
+        Raises:
+            ValueError: For a training batch whose size the net cannot take.
+
+        """
+        height, width = image.shape[-2:]
+        divisor = self.input_size_divisor
+        if not divisor or not (height % divisor or width % divisor):
+            return 0, 0
+        if self.training:
+            side = height if height % divisor else width
+            raise ValueError(
+                f"Training batch of {height}x{width} (HxW) images: {self._net_description(divisor)}. "
+                f"Crop training images to {_either(*_nearest_multiples(side, divisor))} (crop_size)."
+            )
+        return -height % divisor, -width % divisor
+
+    def forward_features(self, image: Tensor, boxes: Tensor | None = None) -> SegmentationFeatures:
+        """The net's :class:`~segmend.nets.features.SegmentationFeatures` of (B, 3, H, W) images.
+
+        As the net computed them: at the net's resolution and in its compute dtype (bf16/fp16 under
+        mixed precision). Outside training, images whose sides are not multiples of
+        :attr:`input_size_divisor` are padded first (bottom/right, zeros; box masks too), so the
+        features cover the padded image. :meth:`output_logits` turns them into :meth:`forward`'s logits.
+
+        Args:
+            image: (B, 3, H, W) images.
+            boxes: (B, C, H, W) box masks, for a net that reads them (a box-attention net).
+
+        Raises:
+            ValueError: For a training batch whose size the net cannot take, or box masks for a
+                net that does not read them.
+
+        """
+        pad_rows, pad_cols = self._padding(image)
+        if pad_rows or pad_cols:
+            image = nn.functional.pad(image, (0, pad_cols, 0, pad_rows))
+            boxes = None if boxes is None else nn.functional.pad(boxes, (0, pad_cols, 0, pad_rows))
+        return forward_features(self.net, image, boxes)
+
+    def output_logits(self, features: SegmentationFeatures, image: Tensor) -> Tensor:
+        """(B, C, H, W) fp32 logits at the resolution of ``image`` from ``forward_features(image)``.
+
+        Raises:
+            ValueError: If the net's logits do not have ``num_classes`` channels.
+
+        """
+        self._check_logits(features.logits)
+        height, width = image.shape[-2:]
+        pad_rows, pad_cols = self._padding(image)
+        return resize_logits(fp32(features.logits), (height + pad_rows, width + pad_cols))[..., :height, :width]
+
     def forward(self, image: Tensor) -> Tensor:
         """Map (B, 3, H, W) images to (B, C, H, W) fp32 logits at the input resolution.
 
@@ -319,21 +390,11 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             ValueError: For a training batch whose size the net cannot take.
 
         """
-        height, width = image.shape[-2:]
-        divisor = self.input_size_divisor
-        if divisor and (height % divisor or width % divisor):
-            if self.training:
-                side = height if height % divisor else width
-                raise ValueError(
-                    f"Training batch of {height}x{width} (HxW) images: {self._net_description(divisor)}. "
-                    f"Crop training images to {_either(*_nearest_multiples(side, divisor))} (crop_size)."
-                )
-            image = nn.functional.pad(image, (0, -width % divisor, 0, -height % divisor))
-        out = self.net(image)
-        if isinstance(out, dict):
-            out = out["out"]
-        self._check_logits(out)
-        return resize_logits(fp32(out), tuple(image.shape[-2:]))[..., :height, :width]
+        return self.output_logits(self.forward_features(image), image)
+
+    def batch_features(self, batch: dict[str, Any]) -> SegmentationFeatures:
+        """:meth:`forward_features` of a batch's images (methods whose net reads more of the batch override this)."""
+        return self.forward_features(batch["image"])
 
     def _tta_active(self, stage: str) -> bool:
         configured = tuple(self.hparams.tta_scales) != (1.0,) or self.hparams.tta_flip
@@ -363,11 +424,12 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
 
     def shared_step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
         """Forward, loss and (for val/test) metric update; logs ``<stage>/loss``."""
-        logits = self(batch["image"])
+        features = self.batch_features(batch)
+        logits = self.output_logits(features, batch["image"])
         loss = self.compute_loss(logits, batch)
         batch_size = batch["image"].shape[0]
         if stage == "train":
-            aux = self.aux_loss(batch)
+            aux = self.aux_loss(batch, features)
             if aux is not None:
                 self.log("train/aux_loss", aux, batch_size=batch_size)
                 loss = loss + self.hparams.aux_weight * aux

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from segmend.frozen import FrozenModel, trainable_parameters
 from segmend.modules.ancillary import AncillaryModule
 from segmend.modules.segmentation import SegmentationModule
 from segmend.nets.box_attention import BoxAttentionNet
@@ -45,9 +46,10 @@ class SelfCorrectionModule(SegmentationModule):
       biased, box-constrained predictions; needs no ancillary model.
 
     The ancillary :class:`~segmend.nets.BoxAttentionNet` is loaded from ``ancillary_checkpoint``
-    (an :class:`AncillaryModule` checkpoint) or by the stage runner
-    (:func:`segmend.modules.stages.run_self_correction`), then frozen: ``requires_grad`` false,
-    always in eval mode (BN statistics fixed), outside the optimizer, run under ``no_grad``. Only
+    (an :class:`AncillaryModule` checkpoint, read with tensors only) or by the stage runner
+    (:func:`segmend.modules.stages.run_self_correction`), then frozen as a
+    :class:`~segmend.frozen.FrozenModel` (``self.ancillary``): ``requires_grad`` false, always in
+    eval mode (BN statistics fixed), outside the optimizer, run under ``no_grad``. Only
     the primary model is evaluated, used for prediction and is what ``val/mIoU`` measures.
 
     Args:
@@ -125,9 +127,9 @@ class SelfCorrectionModule(SegmentationModule):
         """Build the primary net, the frozen ancillary net and (for ``conv``) the self-correction net."""
         super().configure_models()
         args = self.ancillary_arguments()
-        self.ancillary: BoxAttentionNet | None = None
+        self.ancillary: FrozenModel | None = None
         if self.needs_ancillary:
-            self.ancillary = BoxAttentionNet(
+            net = BoxAttentionNet(
                 self.num_classes,
                 args["arch"],
                 args["encoder_name"],
@@ -135,7 +137,7 @@ class SelfCorrectionModule(SegmentationModule):
                 attention_stages=args["attention_stages"],
                 **args["net_kwargs"],
             )
-            self._freeze_ancillary()
+            self.ancillary = FrozenModel(net)
         # persistent flag so a resumed fit knows the ancillary weights in the checkpoint are trained
         self.register_buffer("ancillary_ready", torch.tensor(False))
         self.sc_net = ConvSelfCorrection(self.num_classes, self.hparams.sc_hidden) if self.is_conv else None
@@ -144,17 +146,6 @@ class SelfCorrectionModule(SegmentationModule):
     def is_conv(self) -> bool:
         """Whether the correction is the convolutional one."""
         return self.hparams.correction == "conv"
-
-    def _freeze_ancillary(self) -> None:
-        if self.ancillary is not None:
-            self.ancillary.requires_grad_(False)
-            self.ancillary.eval()
-
-    def train(self, mode: bool = True) -> SelfCorrectionModule:
-        """Set training mode everywhere except the ancillary model, which always stays in eval."""
-        super().train(mode)
-        self._freeze_ancillary()
-        return self
 
     def build_ancillary_module(self) -> AncillaryModule:
         """A fresh :class:`AncillaryModule` with this module's ancillary architecture, classes and optimizer."""
@@ -170,21 +161,21 @@ class SelfCorrectionModule(SegmentationModule):
         )
 
     def set_ancillary(self, source: AncillaryModule | BoxAttentionNet | dict[str, Tensor]) -> None:
-        """Copy trained ancillary weights (a module, its net, or the net's state dict) and freeze them."""
+        """Copy trained ancillary weights (a module, its net, or the net's state dict) into the frozen model."""
         if self.ancillary is None:
             raise ValueError(f"correction={self.hparams.correction!r} uses no ancillary model.")
         if isinstance(source, AncillaryModule):
             source = source.net
         state = source.state_dict() if isinstance(source, nn.Module) else source
-        self.ancillary.load_state_dict(state)
+        self.ancillary.module.load_state_dict(state)
         self.ancillary_ready.fill_(True)
-        self._freeze_ancillary()
 
     def load_ancillary(self, path: str | Path) -> None:
-        """Load the ancillary model from an :class:`AncillaryModule` checkpoint and freeze it.
+        """Load the ancillary model from an :class:`AncillaryModule` checkpoint (tensors only).
 
         Raises:
-            ValueError: If the file is missing, or its weights do not fit this ancillary model.
+            ValueError: If the file is missing or refused (it holds more than tensors and plain
+                data), or its weights do not fit this ancillary model.
 
         """
         path = Path(path)
@@ -195,25 +186,14 @@ class SelfCorrectionModule(SegmentationModule):
                 f"ancillary_checkpoint {path} does not exist. Give the checkpoint of a trained "
                 "AncillaryModule, or set ancillary_checkpoint: null so `segmend fit` trains one first."
             )
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        state = checkpoint.get("state_dict", checkpoint)
-        net_state = {key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")}
-        expected = set(self.ancillary.state_dict())
-        if set(net_state) != expected:
-            missing, extra = sorted(expected - set(net_state)), sorted(set(net_state) - expected)
-            hparams = checkpoint.get("hyper_parameters", {})
-            found = {k: hparams.get(k) for k in ("arch", "encoder_name", "num_classes") if k in hparams}
-            args = self.ancillary_arguments()
-            raise ValueError(
-                f"{path} does not hold the weights of this ancillary model ({args['arch']}, "
-                f"{args['encoder_name']}, {self.num_classes} classes); found {found or 'no hparams'}, "
-                f"missing keys e.g. {missing[:3]}, unexpected e.g. {extra[:3]}. Set ancillary_arch / "
-                "ancillary_encoder_name / ancillary_net_kwargs to the checkpoint's settings."
-            )
-        try:
-            self.set_ancillary(net_state)
-        except RuntimeError as err:  # same keys, other shapes
-            raise ValueError(f"{path}: ancillary weights have other shapes than this model's: {err}") from err
+        args = self.ancillary_arguments()
+        self.ancillary.load_checkpoint(
+            path,
+            prefix="net.",
+            expected=f"this ancillary model ({args['arch']}, {args['encoder_name']}, {self.num_classes} classes)",
+            hint="Set ancillary_arch / ancillary_encoder_name / ancillary_net_kwargs to the checkpoint's settings.",
+        )
+        self.ancillary_ready.fill_(True)
 
     def training_stages(self, datamodule: Any) -> Iterable[Any]:
         """The training stages (ancillary, pretrain, main) for :func:`segmend.runs.run_stages`.
@@ -232,7 +212,7 @@ class SelfCorrectionModule(SegmentationModule):
     def parameter_groups(self) -> Iterable[Any]:
         """Trainable parameters: the primary net (and aux head), and the conv self-correction net."""
         sc_ids = {id(p) for p in self.sc_net.parameters()} if self.sc_net is not None else set()
-        primary = [p for p in self.parameters() if p.requires_grad and id(p) not in sc_ids]
+        primary = [p for p in trainable_parameters(self) if id(p) not in sc_ids]
         groups = [{"params": primary, "name": "primary"}]
         if self.sc_net is not None:
             groups.append({"params": list(self.sc_net.parameters()), "name": "self_correction"})
@@ -269,7 +249,6 @@ class SelfCorrectionModule(SegmentationModule):
         """
         if self.ancillary is None:
             raise ValueError(f"correction={self.hparams.correction!r} uses no ancillary model.")
-        self.ancillary.eval()
         return resize_logits(fp32(self.ancillary(image, boxes)), tuple(image.shape[-2:]))
 
     @torch.no_grad()

@@ -43,9 +43,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 
+from segmend.checkpoints import read_weights
 from segmend.modules.selfcorr import SelfCorrectionModule
 from segmend.runs import (
     ResumePolicy,
@@ -120,8 +120,7 @@ def _restore_ancillary(model: SelfCorrectionModule):  # noqa: ANN202
 def _restore_primary(model: SelfCorrectionModule):  # noqa: ANN202
     def restore(result: StageResult) -> None:
         if result.status == "skipped":
-            state = torch.load(result.final_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-            model.load_state_dict(state)
+            model.load_state_dict(read_weights(result.final_checkpoint, prefix="").state_dict)
 
     return restore
 

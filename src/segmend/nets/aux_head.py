@@ -1,8 +1,15 @@
-"""An auxiliary FCN head on an intermediate encoder stage (PSPNet-style deep supervision)."""
+"""An auxiliary FCN head on an intermediate encoder stage (PSPNet-style deep supervision).
+
+It reads ``SegmentationFeatures.encoder[AUX_STAGE]`` (:mod:`segmend.nets.features`), handed to it
+by the module that ran the net.
+"""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
+
+AUX_STAGE = -2
+"""The encoder feature map the head reads: the stage before the last (stride 16 for CNN encoders)."""
 
 
 class FCNHead(nn.Sequential):
@@ -24,21 +31,3 @@ class FCNHead(nn.Sequential):
             nn.Dropout2d(dropout),
             nn.Conv2d(hidden, num_classes, 1),
         )
-
-
-class EncoderTap:
-    """Keep the latest output of a segmentation-models-pytorch encoder stage (a forward hook).
-
-    Args:
-        encoder: The smp encoder (``net.encoder``), whose forward returns a list of features.
-        stage: Index into that list (-2: the stage before the last, stride 16).
-
-    """
-
-    def __init__(self, encoder: nn.Module, stage: int = -2) -> None:
-        self.stage = stage
-        self.features: Tensor | None = None
-        self.handle = encoder.register_forward_hook(self._keep)
-
-    def _keep(self, module: nn.Module, inputs: object, output: list[Tensor]) -> None:
-        self.features = output[self.stage]

@@ -3,8 +3,9 @@
 A segmentation-models-pytorch encoder-decoder gets a parallel *box encoder*: the (C, H, W) box
 mask (channel c is 1 inside a box of class c, channel 0 is 1 where no box covers the pixel) is
 resized to each encoder feature map the decoder consumes, passed through a 3x3 convolution and a
-sigmoid, and the result multiplies that feature map. The multiplication is done by a forward hook
-on the smp encoder, so the smp model's own ``forward`` (and every decoder) is used unchanged.
+sigmoid, and the result multiplies that feature map. The smp model is run part by part
+(:func:`~segmend.nets.features.smp_features`) with the attention as the gate between its encoder and
+its decoder, so every smp decoder is used unchanged and nothing is kept between calls.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import segmentation_models_pytorch as smp
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from segmend.nets.factory import build_smp_net
+from segmend.nets.features import SegmentationFeatures, smp_features
 
 # Which entries of the smp encoder's feature list each decoder reads (smp 0.4-0.6; index 0 is the
 # input image itself). Attention is applied exactly to these, so no attention conv is left
@@ -113,11 +116,11 @@ class BoxAttentionNet(nn.Module):
         attention_stages: Indices into the encoder's feature list to gate; ``None`` takes the
             features ``arch``'s decoder consumes (DeepLabV3+: the stride-4 skip and the deep
             features).
-        net: An smp model to wrap instead of building one (must have ``.encoder.out_channels``).
+        net: An smp model to wrap instead of building one.
         **net_kwargs: Further smp architecture arguments.
 
     Raises:
-        ValueError: If the wrapped net has no smp-style encoder.
+        ValueError: If the wrapped net is not a segmentation-models-pytorch model.
 
     """
 
@@ -135,31 +138,53 @@ class BoxAttentionNet(nn.Module):
         self.num_classes = num_classes
         if net is None:
             net = build_smp_net(arch, encoder_name, num_classes, encoder_weights, **net_kwargs)
-        self.net = net
-        encoder = getattr(self.net, "encoder", None)
-        if encoder is None or not hasattr(encoder, "out_channels"):
+        if not isinstance(net, smp.base.SegmentationModel):
             raise ValueError(
-                f"BoxAttentionNet needs a segmentation-models-pytorch model (with .encoder.out_channels); "
-                f"got {type(self.net).__name__}."
+                f"BoxAttentionNet needs a segmentation-models-pytorch model to wrap; got {type(net).__name__}."
             )
-        channels = list(encoder.out_channels)
+        self.net = net
+        channels = list(net.encoder.out_channels)
         stages = decoder_stages(type(self.net).__name__, len(channels), attention_stages)
         self.stages = tuple(i for i in stages if channels[i] > 0)
         self.box_encoder = nn.ModuleDict({str(i): BoxAttention(num_classes, channels[i]) for i in self.stages})
-        self._boxes: Tensor | None = None
-        encoder.register_forward_hook(self._attend)
 
-    def _attend(self, module: nn.Module, inputs: Any, features: list[Tensor]) -> list[Tensor]:
-        if self._boxes is None:
-            raise RuntimeError(
-                "BoxAttentionNet's encoder ran without a box mask: call the BoxAttentionNet "
-                "(forward(image, boxes)), not its inner .net."
-            )
+    @property
+    def segmentation_model(self) -> nn.Module:
+        """The wrapped smp model (its encoder and decoder widths are the features')."""
+        return self.net
+
+    def attend(self, features: list[Tensor], boxes: Tensor) -> list[Tensor]:
+        """The encoder's feature list with the gated maps multiplied by their box attention.
+
+        Args:
+            features: The smp encoder's feature maps.
+            boxes: (B, C, H, W) box masks.
+
+        Returns:
+            A new list; the maps not in :attr:`stages` are the same tensors.
+
+        """
         features = list(features)
         for i in self.stages:
             feature = features[i]
-            features[i] = feature * self.box_encoder[str(i)](self._boxes.to(feature.dtype), tuple(feature.shape[-2:]))
+            features[i] = feature * self.box_encoder[str(i)](boxes.to(feature.dtype), tuple(feature.shape[-2:]))
         return features
+
+    def forward_features(self, image: Tensor, boxes: Tensor | None = None) -> SegmentationFeatures:
+        """(B, 3, H, W) images and (B, C, H, W) box masks -> features; ``encoder`` holds the gated maps.
+
+        Raises:
+            ValueError: If the box mask is missing or its shape does not match the image or the classes.
+
+        """
+        if boxes is None or boxes.ndim != 4 or boxes.shape[1] != self.num_classes or boxes.shape[0] != image.shape[0]:
+            found = "no box mask" if boxes is None else f"box mask of shape {tuple(boxes.shape)}"
+            raise ValueError(
+                f"{found} for images {tuple(image.shape)} and {self.num_classes} classes; expected "
+                f"(B, {self.num_classes}, H, W) with channel 0 = 'no box covers this pixel' (set with_boxes: "
+                "true in the DataModule)."
+            )
+        return smp_features(self.net, image, gate=lambda features: self.attend(features, boxes))
 
     def forward(self, image: Tensor, boxes: Tensor) -> Tensor:
         """(B, 3, H, W) image and (B, C, H, W) box mask -> (B, C, H', W') logits.
@@ -168,15 +193,4 @@ class BoxAttentionNet(nn.Module):
             ValueError: If the box mask's shape does not match the image or the classes.
 
         """
-        if boxes.ndim != 4 or boxes.shape[1] != self.num_classes or boxes.shape[0] != image.shape[0]:
-            raise ValueError(
-                f"box mask of shape {tuple(boxes.shape)} does not fit images {tuple(image.shape)} and "
-                f"{self.num_classes} classes; expected (B, {self.num_classes}, H, W) with channel 0 = "
-                "'no box covers this pixel' (set with_boxes: true in the DataModule)."
-            )
-        self._boxes = boxes  # (B, C, H, W), read by the encoder hook
-        try:
-            out = self.net(image)  # (B, C, H', W')
-        finally:
-            self._boxes = None
-        return out
+        return self.forward_features(image, boxes).logits  # (B, C, H', W')

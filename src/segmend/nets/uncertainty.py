@@ -7,8 +7,12 @@ cross-entropy in ``KL = CE / s + 0.5 * log s`` (ARM paper, Eq. 1). Predicting th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from torch import Tensor, nn
 
+from segmend.nets.features import SegmentationFeatures, segmentation_model
 from segmend.precision import fp32, no_autocast
 
 
@@ -44,34 +48,49 @@ class UncertaintyHead(nn.Sequential):
             return super().forward(fp32(features))
 
 
-class InputTap:
-    """Keep the latest input of a module (a forward pre-hook), e.g. an smp net's segmentation head.
+@dataclass
+class HeadInput:
+    """What an uncertainty head reads from a forward: one named field of its features.
 
-    Args:
-        module: The module whose first positional input to keep.
+    The module that runs the net hands every forward's features to :meth:`keep` (an explicit call,
+    no hook), so a loss given only the logits can still read the decoder features behind them.
+
+    Attributes:
+        field: ``"decoder"`` (the segmentation head's input, for smp nets) or ``"logits"``.
+        features: The selected tensor of the latest forward; ``None`` before the first.
 
     """
 
-    def __init__(self, module: nn.Module) -> None:
-        self.features: Tensor | None = None
-        self.handle = module.register_forward_pre_hook(self._keep)
+    field: Literal["decoder", "logits"]
+    features: Tensor | None = None
 
-    def _keep(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        self.features = inputs[0]
+    def keep(self, features: SegmentationFeatures) -> None:
+        """Keep the selected field of ``features``.
+
+        Raises:
+            ValueError: If the field is ``None`` in ``features`` (a net without decoder features).
+
+        """
+        selected = getattr(features, self.field)
+        if selected is None:
+            raise ValueError(f"the uncertainty head reads the {self.field} features, which this net does not give.")
+        self.features = selected
 
 
 def head_input_channels(net: nn.Module) -> int | None:
-    """Channels entering an smp-style ``net.segmentation_head``, or ``None`` if the net has none.
+    """Channels of :attr:`SegmentationFeatures.decoder` for ``net`` (the smp segmentation head's input).
 
     Args:
         net: The segmentation network.
 
     Returns:
-        ``in_channels`` of the first convolution of ``net.segmentation_head`` (the decoder's
-        output width), or ``None`` when there is no such head.
+        ``in_channels`` of the first convolution of the smp model's ``segmentation_head`` (the
+        decoder's output width), or ``None`` when ``net`` is not an smp model and does not wrap
+        one (:func:`~segmend.nets.features.segmentation_model`): its features are its logits only.
 
     """
-    head = getattr(net, "segmentation_head", None)
+    model = segmentation_model(net)
+    head = getattr(model, "segmentation_head", None)
     if not isinstance(head, nn.Module):
         return None
     for layer in head.modules():
