@@ -70,3 +70,12 @@ def test_factories_without_fused_fall_back_to_what_they_built() -> None:
     assert not no_kwargs.defaults["fused"]
     no_kernel = build_fused_if_supported(functools.partial(torch.optim.LBFGS, lr=0.1), _params())
     assert isinstance(no_kernel, torch.optim.LBFGS)
+
+
+def test_no_fused_kernel_on_cpu_under_a_gradient_scaler() -> None:
+    params = _params()
+    optimizer = build_fused_if_supported(torch.optim.AdamW, params, gradient_scaling=True)
+    assert not optimizer.defaults["fused"]
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(sum(p.sum() for p in params)).backward()
+    scaler.step(optimizer)  # a fused CPU kernel would refuse the scaler's grad_scale here

@@ -24,7 +24,9 @@ def default_optimizer(params: Iterable[Any], **overrides: Any) -> Optimizer:
     return torch.optim.SGD(params, **{"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, **overrides})
 
 
-def build_fused_if_supported(factory: Callable[..., Optimizer], params: Iterable[Any]) -> Optimizer:
+def build_fused_if_supported(
+    factory: Callable[..., Optimizer], params: Iterable[Any], gradient_scaling: bool = False
+) -> Optimizer:
     """Build an optimizer with its fused kernel when the user chose no kernel and the device has one.
 
     torch's ``Adam``, ``AdamW`` and ``SGD`` (among others) update every parameter in one fused
@@ -35,13 +37,16 @@ def build_fused_if_supported(factory: Callable[..., Optimizer], params: Iterable
 
     A choice the user made is kept: an optimizer built with ``fused`` or ``foreach`` set (either
     value) is returned as built. So is one whose class has no fused kernel, or whose parameters
-    are on a device the kernel does not support (the second build raises and is dropped).
+    are on a device the kernel does not support (the second build raises and is dropped), and
+    one on CPU under a gradient scaler (``16-mixed``), which torch's CPU fused kernels refuse at
+    the first step.
 
     Args:
         factory: Builds the optimizer from parameters; extra keyword arguments go to the
             optimizer's constructor (as with a ``class_path`` optimizer from a config, or
             :func:`default_optimizer`).
         params: Parameters or parameter-group dicts.
+        gradient_scaling: Whether a gradient scaler will step the optimizer (``16-mixed``).
 
     Returns:
         The optimizer, fused when possible.
@@ -51,6 +56,9 @@ def build_fused_if_supported(factory: Callable[..., Optimizer], params: Iterable
     optimizer = factory(params)
     chosen = {key: optimizer.defaults.get(key) for key in ("fused", "foreach")}
     if "fused" not in optimizer.defaults or any(value is not None for value in chosen.values()):
+        return optimizer
+    on_cpu = all(p.device.type == "cpu" for group in optimizer.param_groups for p in group["params"])
+    if gradient_scaling and on_cpu:
         return optimizer
     try:
         return factory(params, fused=True)

@@ -23,7 +23,13 @@ from segmend.nets.aux_head import AUX_STAGE, FCNHead
 from segmend.nets.factory import build_smp_net, input_size_divisor
 from segmend.nets.features import SegmentationFeatures, encoder_channels, forward_features
 from segmend.nets.tta import resize_logits, tta_probabilities
-from segmend.optim import TotalStepsAware, default_lr_scheduler, default_optimizer, describe_optimization
+from segmend.optim import (
+    TotalStepsAware,
+    build_fused_if_supported,
+    default_lr_scheduler,
+    default_optimizer,
+    describe_optimization,
+)
 from segmend.precision import fp32
 
 Stage = Literal["train", "val", "test"]
@@ -197,8 +203,21 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         return trainable_parameters(self)
 
     def build_optimizer(self) -> Optimizer:
-        """Build the injected optimizer over :meth:`parameter_groups`; methods adjust groups here."""
-        return self.optimizer_factory(self.parameter_groups())
+        """Build the injected optimizer over :meth:`parameter_groups`; methods adjust groups here.
+
+        The optimizer gets its fused kernel where torch has one for it and the config chose no
+        kernel (:func:`~segmend.optim.build_fused_if_supported`); ``fused: false`` in its
+        ``init_args`` turns that off.
+        """
+        scaled = self.trainer_precision().startswith("16")
+        return build_fused_if_supported(self.optimizer_factory, self.parameter_groups(), gradient_scaling=scaled)
+
+    def trainer_precision(self) -> str:
+        """The attached Trainer's precision (``"32-true"``, ``"bf16-mixed"``, ...); ``""`` without one."""
+        try:
+            return str(self.trainer.precision)
+        except RuntimeError:  # not attached to a Trainer
+            return ""
 
     def build_lr_scheduler(self, optimizer: Optimizer) -> Any:
         """Build the injected schedule over the optimizer; methods adjust the groups' lr here.
