@@ -31,9 +31,9 @@ def build_fused_if_supported(
 
     torch's ``Adam``, ``AdamW`` and ``SGD`` (among others) update every parameter in one fused
     kernel when built with ``fused=True``; on CPU, torch's default is the slower ``foreach``
-    kernel. ``bench/optimizer.py`` measured the step over DeepLabV3+ (resnet18) on 2 CPU cores:
-    AdamW 5.4x and SGD with momentum 1.9x faster fused (``docs/results/optimizer.md``). The
-    update is the same to float rounding.
+    kernel. ``bench/optimizer.py`` times both on the baseline net's parameters
+    (``docs/results/optimizer.md``): the fused step is several times faster for AdamW and SGD,
+    and the parameters agree to float rounding.
 
     A choice the user made is kept: an optimizer built with ``fused`` or ``foreach`` set (either
     value) is returned as built. So is one whose class has no fused kernel, or whose parameters
