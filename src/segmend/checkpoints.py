@@ -16,6 +16,7 @@ and :func:`load_weights` checks keys and shapes with errors that name the file.
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,20 @@ def _key_summary(keys: Iterable[str]) -> str:
     return f"{len(keys)} keys, first {keys[:3]}, top-level names {groups[:8]}"
 
 
+def _unsafe_globals(path: Path, error: Exception) -> list[str]:
+    """The classes and functions a refused file would need (read without unpickling), or ``[]``."""
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))  # zip files (torch.save)
+    except Exception:  # noqa: BLE001 - a legacy or broken file; fall back to torch's message
+        found = []
+    if not found:
+        found = re.findall(r"GLOBAL ([\w.]+)", str(error))
+    if not found:  # e.g. an opcode the tensors-only reader does not take
+        details = re.findall(r"WeightsUnpickler error:\s*(.+?)\n\n", str(error))
+        found = [f"torch: {detail.strip()}" for detail in details]
+    return found
+
+
 def _load_tensors(path: Path) -> Any:
     """``torch.load(path, weights_only=True)``, with errors that name the file and what it holds.
 
@@ -72,19 +87,19 @@ def _load_tensors(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        try:
-            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
-        except Exception:  # noqa: BLE001 - only used to word the message
-            found = "unknown objects"
+        found = _unsafe_globals(path, error)
+        if not found and "weights only load failed" not in str(error).lower():
+            raise ValueError(f"checkpoint {path} could not be read as a PyTorch file: {error}") from error
         raise ValueError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain data ({found}), and "
-            "loading those could run code from the file, so segmend reads only tensors (torch.load with "
-            "weights_only=True). Expected a Lightning checkpoint or a state dict. If you trust the file, save its "
-            "weights again as a plain state dict (torch.save(model.state_dict(), path)), or allow exactly those "
-            "classes with torch.serialization.add_safe_globals([...]) before loading."
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain data "
+            f"({', '.join(found) or 'see the error above'}), and loading those could run code from the file, so "
+            "segmend reads only tensors (torch.load with weights_only=True). Expected a Lightning checkpoint or a "
+            "state dict. If you trust the file, save its weights again as a plain state dict "
+            "(torch.save(model.state_dict(), path)), or allow exactly those classes with "
+            "torch.serialization.add_safe_globals([...]) before loading."
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"checkpoint {path} could not be read as a PyTorch file: {error}") from error
+    except Exception as error:  # noqa: BLE001 - whatever else torch.load raises: not a readable torch file
+        raise ValueError(f"checkpoint {path} could not be read as a PyTorch file: {error!r}") from error
 
 
 def read_weights(path: str | Path, prefix: str = "net.") -> CheckpointWeights:
@@ -192,7 +207,8 @@ def net_from_hyperparameters(hyper_parameters: Mapping[str, Any]) -> nn.Module:
     if missing:
         raise ValueError(
             f"the hyper-parameters {sorted(hyper_parameters)} lack {missing}, so the net cannot be rebuilt from "
-            "them; build the net yourself and load its weights with FrozenModel(net).load_checkpoint(path)."
+            "them; build the net yourself and load its weights with FrozenModel(net).load_checkpoint(path), or pass "
+            "build= (a function from the hyper-parameters to the net)."
         )
     return build_smp_net(
         hyper_parameters["arch"],

@@ -67,7 +67,11 @@ class FrozenModel(nn.Module):
 
         """
         weights = read_weights(path, prefix)
-        frozen = cls(build(weights.hyper_parameters))
+        try:
+            model = build(weights.hyper_parameters)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {weights.path}: {error}") from error
+        frozen = cls(model)
         load_weights(frozen.module, weights, hint="Was it trained with a custom net? Pass build= to make that net.")
         return frozen
 
