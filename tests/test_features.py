@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -66,7 +67,10 @@ def test_context_is_what_issue_12_reads():
 
 
 def test_decoders_taking_unpacked_features_are_called_that_way():
-    """smp 0.4 decoders take ``decoder(*features)``: the same logits."""
+    """smp 0.4 decoders take ``decoder(*features)``, later ones one list: the same logits either way."""
+    net, image = small_net("Unet")
+    parameters = inspect.signature(type(net.decoder).forward).parameters.values()
+    installed_takes_a_list = not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
     class Unpacked(nn.Module):
         def __init__(self, inner: nn.Module) -> None:
@@ -74,9 +78,8 @@ def test_decoders_taking_unpacked_features_are_called_that_way():
             self.inner = inner
 
         def forward(self, *features: Tensor) -> Tensor:
-            return self.inner(list(features))
+            return self.inner(list(features)) if installed_takes_a_list else self.inner(*features)
 
-    net, image = small_net("Unet")
     with torch.no_grad():
         reference = net(image)
         net.decoder = Unpacked(net.decoder)

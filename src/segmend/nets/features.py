@@ -96,7 +96,8 @@ def forward_features(net: nn.Module, image: Tensor, boxes: Tensor | None = None)
             of the net returns something else than :class:`SegmentationFeatures`.
 
     """
-    if isinstance(net, FeatureNet) and not isinstance(net, smp.base.SegmentationModel):
+    is_smp = isinstance(net, smp.base.SegmentationModel)
+    if not is_smp and isinstance(net, FeatureNet):
         features = net.forward_features(image) if boxes is None else net.forward_features(image, boxes)
         if not isinstance(features, SegmentationFeatures):
             raise ValueError(
@@ -109,7 +110,7 @@ def forward_features(net: nn.Module, image: Tensor, boxes: Tensor | None = None)
             f"{type(net).__name__} does not read box masks; give boxes only to a net with box attention "
             "(segmend.nets.box_attention.BoxAttentionNet)."
         )
-    if isinstance(net, smp.base.SegmentationModel):
+    if is_smp:
         return smp_features(net, image)
     out = net(image)
     return SegmentationFeatures(logits=out["out"] if isinstance(out, dict) else out)
@@ -132,8 +133,8 @@ def smp_features(
         The features.
 
     """
-    if not torch.compiler.is_compiling():
-        net.check_input_shape(image)  # smp's own check, which its forward skips when compiling too
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        net.check_input_shape(image)  # smp's own check, which its forward skips when tracing or compiling too
     encoded = net.encoder(image)
     features, extra = _split_encoder_output(encoded)
     if gate is not None:
