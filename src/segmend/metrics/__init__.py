@@ -1,3 +1,11 @@
+from segmend.metrics.error_pixel import (
+    ErrorPixelIoU,
+    ErrorThresholdSweep,
+    HardErrorRecall,
+    sweep_figure,
+    sweep_markdown,
+    write_sweep,
+)
 from segmend.metrics.segmentation import (
     ClassIoU,
     MeanClassAccuracy,
@@ -6,4 +14,16 @@ from segmend.metrics.segmentation import (
     segmentation_metrics,
 )
 
-__all__ = ["ClassIoU", "MeanClassAccuracy", "MeanIoU", "OverallAccuracy", "segmentation_metrics"]
+__all__ = [
+    "ClassIoU",
+    "ErrorPixelIoU",
+    "ErrorThresholdSweep",
+    "HardErrorRecall",
+    "MeanClassAccuracy",
+    "MeanIoU",
+    "OverallAccuracy",
+    "segmentation_metrics",
+    "sweep_figure",
+    "sweep_markdown",
+    "write_sweep",
+]
