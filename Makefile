@@ -3,22 +3,37 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOWEST := .venv-lowest
+# The torch build this machine runs (pip takes both from local disk); pyproject.toml only bounds torch from below.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PYTEST := -m pytest -q -p no:cacheprovider tests
 
 export WANDB_SILENT := true
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-lowest lint demo bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
-	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 test: $(STAMP)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	WANDB_MODE=disabled $(BIN)/python $(PYTEST)
+
+# The test suite at exactly the lower bounds pyproject.toml declares (torch: the build above), in a fresh
+# $(LOWEST). The constraints are generated from pyproject.toml, so the two cannot drift apart.
+test-lowest:
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(PYTHON) .ci/lowest_constraints.py $(addprefix --override ,$(filter torch==%,$(TORCH_PINS))) > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt $(TORCH_PINS) -e ".[dev]"
+	@echo "Installed at the lower bounds:" && cat $(LOWEST)/constraints.txt
+	WANDB_MODE=disabled $(LOWEST)/bin/python $(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src callbacks datamodules tests bench
@@ -32,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/data.py
 
 clean:
-	rm -rf $(VENV) runs lightning_logs wandb
+	rm -rf $(VENV) $(LOWEST) runs lightning_logs wandb

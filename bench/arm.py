@@ -200,7 +200,7 @@ def main() -> None:
     over.add_argument("--output", type=Path, default=RESULTS)
     over.add_argument("--json", type=Path, default=JSON, help="every per-round number (written, or read back)")
     over.add_argument("--report-only", action="store_true", help="re-render the report from --json, no timing")
-    arm_ablation.add_arguments(sub)
+    arm_ablation.add_arguments(sub.add_parser("ablation", help=arm_ablation.ABLATION_HELP))
     args = parser.parse_args()
     if args.command == "overhead":
         if not args.report_only and args.repeats < 2:

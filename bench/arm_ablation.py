@@ -461,9 +461,11 @@ def ablation_header(args: argparse.Namespace) -> str:
     )
 
 
-def add_arguments(sub: argparse._SubParsersAction) -> None:
-    """Add the ``ablation`` subcommand and its flags to ``bench/arm.py``'s parser."""
-    abl = sub.add_parser("ablation", help="paper Tables 1, 2, 4, 5 on synthetic coarse/fine labels")
+ABLATION_HELP = "paper Tables 1, 2, 4, 5 on synthetic coarse/fine labels"
+
+
+def add_arguments(abl: argparse.ArgumentParser) -> None:
+    """Add the flags of the ``ablation`` subcommand to its parser in ``bench/arm.py``."""
     abl.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     abl.add_argument("--labels", nargs="+", choices=["coarse", "fine"], default=["coarse", "fine"])
     abl.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="run only these variants")

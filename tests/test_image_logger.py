@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wandb
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
@@ -44,6 +45,9 @@ def test_png_grid_for_loggers_without_images(tiny_synthetic, tmp_path: Path):
 
 
 def test_wandb_images_carry_masks_and_class_labels(tiny_synthetic, tmp_path: Path, monkeypatch):
+    created = []  # the arguments of every wandb.Image, which checks them as it is built
+    real_image = wandb.Image
+    monkeypatch.setattr(wandb, "Image", lambda *args, **kwargs: created.append(kwargs) or real_image(*args, **kwargs))
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     logged = []
     monkeypatch.setattr(
@@ -56,10 +60,11 @@ def test_wandb_images_carry_masks_and_class_labels(tiny_synthetic, tmp_path: Pat
     payloads = [entry for entry in logged if "val/predictions" in entry]
     assert len(payloads) == 1
     images = payloads[0]["val/predictions"]
-    assert len(images) == 3
-    masks = images[0]._masks
+    assert len(images) == 3 and all(isinstance(image, real_image) for image in images)
+    assert len(created) == 3
+    masks = created[0]["masks"]
     assert set(masks) == {"predictions", "ground_truth"}
-    ground_truth = masks["ground_truth"]._val
+    ground_truth = masks["ground_truth"]
     assert ground_truth["class_labels"][1] == "disc"
     assert ground_truth["mask_data"].shape == (64, 64)
 

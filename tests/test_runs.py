@@ -7,10 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
+import wandb
 import yaml
+from lightning.pytorch.loggers import Logger
 
 from segmend.cli import SegmendCLI, main
 from segmend.runs import ResumeCheckpoint, ResumePolicy, Stage, has_training_stages, run_stages
@@ -166,7 +170,18 @@ def test_run_folder_keeps_the_fit_config_after_validate_test_predict(tmp_path: P
         assert saved["ckpt_path"] == str(weights)
 
 
-def test_output_folders_follow_default_root_dir(tmp_path: Path, data_cache: Path):
+def wandb_init_arguments(logger: Logger, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What ``logger`` passes to ``wandb.init`` when it starts its run (``wandb.init`` replaced by a recorder)."""
+    calls = []
+    monkeypatch.setattr(wandb, "run", None)  # no run of an earlier test to reuse
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or SimpleNamespace(id=kwargs.get("id")))
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))  # restored if the logger sets it
+    assert logger.experiment is not None
+    assert len(calls) == 1, calls
+    return calls[0]
+
+
+def test_output_folders_follow_default_root_dir(tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch):
     """The W&B logger's save_dir, checkpoints and group follow --trainer.default_root_dir; two roots share nothing."""
     config = REPO / "configs" / "selfcorr_synthetic.yaml"
     clis = {}
@@ -180,12 +195,12 @@ def test_output_folders_follow_default_root_dir(tmp_path: Path, data_cache: Path
         stage = cli.stage_trainer("pretrain", max_epochs=3)
         assert stage.max_epochs == 3
         assert stage.logger.save_dir == str(tmp_path / root)
-        init = stage.logger._wandb_init
+        init = wandb_init_arguments(stage.logger, monkeypatch)
         assert init["name"] == "selfcorr_synthetic-pretrain"
         assert init["group"].startswith("selfcorr_synthetic-") and init["id"].endswith("-pretrain")
         groups.add(init["group"])
         # the same stage of the same run folder continues the same W&B run
-        assert cli.stage_trainer("pretrain").logger._wandb_init["id"] == init["id"]
+        assert wandb_init_arguments(cli.stage_trainer("pretrain").logger, monkeypatch)["id"] == init["id"]
         checkpoints = [c.dirpath for c in stage.checkpoint_callbacks]
         assert checkpoints == [str(tmp_path / root / "pretrain" / "checkpoints")]
     assert len(groups) == 2

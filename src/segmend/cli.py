@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import torch
 import yaml
-from jsonargparse import DefaultHelpFormatter, Namespace
+from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -40,7 +40,7 @@ SHORT_NAMES = tuple(
     )
 )
 MAX_LISTED_SUBCLASSES = 12
-KNOWN_SUBCLASSES = re.compile(r"known subclasses: ([^)]*)")
+KNOWN_SUBCLASSES = re.compile(r"(?P<head>known\s+subclasses:)(?P<names>[^)]*)\)")  # wrapped help text
 
 
 def segmend_version() -> str:
@@ -55,27 +55,45 @@ class UserInputError(ValueError):
     """A mistake in the configuration or the data, found before training starts; shown without a traceback."""
 
 
-class SegmendHelpFormatter(DefaultHelpFormatter):
-    """jsonargparse's help, with long "known subclasses" lists cut (``net`` would list every torch.nn class)."""
+def shorten_subclass_lists(help_text: str, limit: int = MAX_LISTED_SUBCLASSES) -> str:
+    """Cut each "known subclasses: ..." list of a formatted help text after ``limit`` names.
 
-    def _get_help_string(self, action: Any) -> str:
-        return KNOWN_SUBCLASSES.sub(_shorten_subclasses, super()._get_help_string(action))
+    It works on the text as argparse wrapped it (a name may be split over two lines): the kept lines
+    stay as they are and the number of names left out goes on a line of its own, with the list's indent.
 
+    Args:
+        help_text: The formatted help.
+        limit: How many names of a list to keep.
 
-def _shorten_subclasses(found: re.Match) -> str:
-    names = found.group(1).split(", ")
-    if len(names) <= MAX_LISTED_SUBCLASSES:
-        return found.group(0)
-    shown = ", ".join(names[:MAX_LISTED_SUBCLASSES])
-    return f"known subclasses: {shown}, and {len(names) - MAX_LISTED_SUBCLASSES} more (any import path works)"
+    Returns:
+        The help text with the long lists cut.
+
+    """
+
+    def shorten(found: re.Match) -> str:
+        listed = found["names"]
+        count = len(re.sub(r"\s+", "", listed).split(","))
+        if count <= limit:
+            return found.group(0)
+        cut = [comma.end() for comma in re.finditer(",", listed)][limit - 1]
+        indent = re.search(r"\n([ \t]*)", listed)
+        separator = "\n" + indent.group(1) if indent else " "
+        return f"{found['head']}{listed[:cut]}{separator}and {count - limit} more (any import path works))"
+
+    return KNOWN_SUBCLASSES.sub(shorten, help_text)
 
 
 class SegmendArgumentParser(LightningArgumentParser):
-    """Argument parser whose errors about unknown classes say which short names exist."""
+    """Argument parser whose errors about unknown classes say which short names exist, with a shorter help.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", SegmendHelpFormatter)
-        super().__init__(*args, **kwargs)
+    jsonargparse lists every known subclass of a class-typed option in its help (``net`` would list
+    every ``torch.nn`` class); :meth:`format_help` cuts those lists. jsonargparse builds the parser of
+    ``--model.help CLASS`` with the parser's own class, so that help is cut too.
+    """
+
+    def format_help(self, *args: Any, **kwargs: Any) -> str:
+        """The help text, with lists of known subclasses cut after ``MAX_LISTED_SUBCLASSES`` names."""
+        return shorten_subclass_lists(super().format_help(*args, **kwargs))
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         """Report a parse error, with hints: the closest class or option name, where an option lives."""
