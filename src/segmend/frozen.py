@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from segmend.checkpoints import CheckpointWeights, load_weights, net_from_hyperparameters, read_weights
-from segmend.nets.features import SegmentationFeatures, forward_features
+from segmend.nets.features import SegmentationFeatures, forward_features, segmentation_model
 
 
 class FrozenModel(nn.Module):
@@ -105,6 +105,18 @@ class FrozenModel(nn.Module):
         """The wrapped model's forward, without gradients."""
         with torch.no_grad():
             return self.module(*args, **kwargs)
+
+    @property
+    def segmentation_model(self) -> nn.Module | None:
+        """The smp model the frozen net is or wraps (``None`` if none).
+
+        With :meth:`forward_features` this makes a frozen net a
+        :class:`~segmend.nets.features.FeatureNet`: wherever a net is expected (as a module's ``net``),
+        :func:`~segmend.nets.features.forward_features` and
+        :func:`~segmend.nets.features.encoder_channels` read its features like those of the net it wraps,
+        without gradients.
+        """
+        return segmentation_model(self.module)
 
     def forward_features(self, image: Tensor, boxes: Tensor | None = None) -> SegmentationFeatures:
         """The wrapped net's :class:`~segmend.nets.features.SegmentationFeatures`, without gradients."""

@@ -1,6 +1,7 @@
 from segmend.modules.ancillary import AncillaryModule
 from segmend.modules.arm import ARMModule
+from segmend.modules.error_pixel import ErrorPixelModule
 from segmend.modules.segmentation import SegmentationModule
 from segmend.modules.selfcorr import SelfCorrectionModule
 
-__all__ = ["AncillaryModule", "ARMModule", "SegmentationModule", "SelfCorrectionModule"]
+__all__ = ["AncillaryModule", "ARMModule", "ErrorPixelModule", "SegmentationModule", "SelfCorrectionModule"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 
 from segmend.frozen import trainable_parameters
 from segmend.hparams import LoggedHyperparameters
@@ -452,16 +452,23 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             if aux is not None:
                 self.log("train/aux_loss", aux, batch_size=batch_size)
                 loss = loss + self.hparams.aux_weight * aux
-        if stage == "train":
-            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        else:
-            mean_loss = self.val_loss if stage == "val" else self.test_loss
-            mean_loss.update(loss.detach(), weight=batch_size)
-            self.log(f"{stage}/loss", mean_loss, batch_size=batch_size)
+        self.log_loss(stage, loss, batch_size)
         if stage != "train":
             scores = self.predict_probabilities(batch["image"], stage) if self._tta_active(stage) else logits
             self._metrics(stage).update(scores.argmax(dim=1), self.targets(batch))
         return loss
+
+    def log_loss(self, stage: Stage, loss: Tensor, batch_size: int) -> None:
+        """Log ``train/loss`` per step, or add a batch's loss to ``val/loss`` / ``test/loss`` over the whole set.
+
+        The evaluation losses are sums of loss x samples and of samples, summed across DDP ranks.
+        """
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+            return
+        mean_loss = self.val_loss if stage == "val" else self.test_loss
+        mean_loss.update(loss.detach(), weight=batch_size)
+        self.log(f"{stage}/loss", mean_loss, batch_size=batch_size)
 
     def _metrics(self, stage: str):  # noqa: ANN202
         return self.val_metrics if stage == "val" else self.test_metrics
@@ -475,16 +482,26 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:  # noqa: D102
         self.shared_step(batch, "test")
 
-    def _log_epoch_metrics(self, stage: str) -> None:
-        metrics = self._metrics(stage)
-        results = metrics.compute()  # synchronised across ranks by torchmetrics
-        # The values are already equal on every rank. sync_dist tells Lightning so (it otherwise warns
-        # once per key under DDP); "max" of equal values is exact, where a mean of 3 equal floats may not be.
-        synced = {"sync_dist": True, "reduce_fx": "max"}
-        main = {k: v for k, v in results.items() if "/IoU_" not in k}
-        self.log_dict(main, prog_bar=True, **synced)
-        self.log_dict({k: v for k, v in results.items() if "/IoU_" in k}, **synced)
+    def log_computed(self, values: Mapping[str, Tensor], prog_bar: bool = False) -> None:
+        """Log values that are already equal on every rank (what a torchmetrics ``compute`` returns).
+
+        ``sync_dist`` tells Lightning so (it otherwise warns once per key under DDP); "max" of equal
+        values is exact, where a mean of 3 equal floats may not be.
+        """
+        self.log_dict(dict(values), prog_bar=prog_bar, sync_dist=True, reduce_fx="max")
+
+    def log_collection(self, metrics: MetricCollection) -> None:
+        """Compute (synchronised across ranks by torchmetrics), log and reset a metric collection.
+
+        Per-class values (keys with ``IoU_``) are logged without the progress bar.
+        """
+        results = metrics.compute()
+        self.log_computed({k: v for k, v in results.items() if "IoU_" not in k}, prog_bar=True)
+        self.log_computed({k: v for k, v in results.items() if "IoU_" in k})
         metrics.reset()
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        self.log_collection(self._metrics(stage))
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
         self._log_epoch_metrics("val")

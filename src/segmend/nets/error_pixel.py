@@ -197,13 +197,37 @@ class DetailBranch(nn.Module):
         return logits if size is None else resize(logits, size)  # (B, num_classes, *size)
 
 
-def select_skips(encoder_shapes: Sequence[Sequence[int]], high_shape: Sequence[int], count: int = 3) -> tuple[int, ...]:
-    """Pick the detail branch's skip features from an encoder's feature list.
+def skip_candidates(encoder_shapes: Sequence[Sequence[int]], high_shape: Sequence[int]) -> tuple[int, ...]:
+    """Every encoder feature map :func:`select_skips` may pick, coarsest first.
 
     Candidates are the maps finer than the high-level features (at least as tall and wide, and
     larger in one of the two), with at least one channel, leaving out index 0 (an smp encoder's
     first entry is the input image itself). At each resolution the deepest map (the highest
-    index) is taken; the ``count`` coarsest resolutions are returned, deep to shallow.
+    index) is taken.
+
+    Args:
+        encoder_shapes: Shapes ``(..., C, H, W)`` of the encoder's feature maps, shallow to deep.
+        high_shape: Shape ``(..., C, h, w)`` of the high-level features.
+
+    Returns:
+        Indices into the encoder's feature list, deep (coarse) to shallow (fine); one per resolution.
+
+    """
+    high_size = tuple(high_shape[-2:])
+    by_size: dict[tuple[int, int], int] = {}
+    for index, shape in enumerate(encoder_shapes):
+        size = (int(shape[-2]), int(shape[-1]))
+        finer = size[0] >= high_size[0] and size[1] >= high_size[1] and size != high_size
+        if index > 0 and shape[-3] > 0 and finer:
+            by_size[size] = index
+    return tuple(by_size[size] for size in sorted(by_size, key=lambda s: (s[0] * s[1], s)))
+
+
+def select_skips(encoder_shapes: Sequence[Sequence[int]], high_shape: Sequence[int], count: int = 3) -> tuple[int, ...]:
+    """Pick the detail branch's skip features from an encoder's feature list.
+
+    The ``count`` coarsest of the :func:`skip_candidates` (maps finer than the high-level
+    features, the deepest one per resolution, the input image left out), deep to shallow.
 
     Args:
         encoder_shapes: Shapes ``(..., C, H, W)`` of the encoder's feature maps, shallow to deep (as
@@ -220,14 +244,7 @@ def select_skips(encoder_shapes: Sequence[Sequence[int]], high_shape: Sequence[i
     """
     if count < 1:
         raise ValueError(f"select_skips needs count >= 1, got {count}.")
-    high_size = tuple(high_shape[-2:])
-    by_size: dict[tuple[int, int], int] = {}
-    for index, shape in enumerate(encoder_shapes):
-        size = (int(shape[-2]), int(shape[-1]))
-        finer = size[0] >= high_size[0] and size[1] >= high_size[1] and size != high_size
-        if index > 0 and shape[-3] > 0 and finer:
-            by_size[size] = index
-    chosen = tuple(by_size[size] for size in sorted(by_size, key=lambda s: (s[0] * s[1], s)))
+    chosen = skip_candidates(encoder_shapes, high_shape)
     if len(chosen) < count:
         available = [tuple(encoder_shapes[i][-3:]) for i in chosen]
         raise ValueError(
