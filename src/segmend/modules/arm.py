@@ -245,7 +245,7 @@ class ARMModule(SegmentationModule):
 
     def in_isolation(self) -> bool:
         """Whether training is still in its first phase (network on the plain loss)."""
-        if not self.training or self._trainer is None:
+        if not self.training or self.attached_trainer() is None:
             return False
         return self.global_step < self.hparams.isolation_fraction * self.trainer.estimated_stepping_batches
 

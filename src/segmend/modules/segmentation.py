@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
@@ -212,12 +212,17 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         scaled = self.trainer_precision().startswith("16")
         return build_fused_if_supported(self.optimizer_factory, self.parameter_groups(), gradient_scaling=scaled)
 
+    def attached_trainer(self) -> Trainer | None:
+        """The Trainer this module is attached to, or ``None`` (``self.trainer`` raises then)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # not attached to a Trainer
+            return None
+
     def trainer_precision(self) -> str:
         """The attached Trainer's precision (``"32-true"``, ``"bf16-mixed"``, ...); ``""`` without one."""
-        try:
-            return str(self.trainer.precision)
-        except RuntimeError:  # not attached to a Trainer
-            return ""
+        trainer = self.attached_trainer()
+        return str(trainer.precision) if trainer is not None else ""
 
     def build_lr_scheduler(self, optimizer: Optimizer) -> Any:
         """Build the injected schedule over the optimizer; methods adjust the groups' lr here.
@@ -262,7 +267,7 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
             ValueError: If it does not.
 
         """
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(self.attached_trainer(), "datamodule", None)
         if datamodule is not None:
             self.check_datamodule(datamodule, stage)
 

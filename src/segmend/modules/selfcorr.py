@@ -237,7 +237,7 @@ class SelfCorrectionModule(SegmentationModule):
         """Alpha of linear self-correction at the current step of the fit."""
         hp = self.hparams
         total = self._total_steps or 1
-        progress = self.global_step / max(1, total - 1) if self._trainer is not None else 0.0
+        progress = self.global_step / max(1, total - 1) if self.attached_trainer() is not None else 0.0
         return alpha_schedule(progress, hp.alpha_start, hp.alpha_end, hp.alpha_shape)
 
     @torch.no_grad()
