@@ -76,11 +76,16 @@ def run_args(run: Path, data_cache: Path, *extra: str) -> list[str]:
 
 def test_killed_in_the_detail_stage_and_resumed(tmp_path: Path, data_cache: Path):
     run = tmp_path / "run"
-    kill_step = 7  # detail: 2 epochs x 4 steps, killed inside epoch 2
-    first = segmend("fit", *run_args(run, data_cache, *kill_args("detail", kill_step)))
+    # killed as the error stage starts: the re-run takes the semantic branch from the semantic stage's final.ckpt
+    first = segmend("fit", *run_args(run, data_cache, *kill_args("error", 0)))
     assert first.returncode == -9, first.stderr[-3000:]
-    assert (run / "semantic" / "final.ckpt").is_file() and (run / "error" / "final.ckpt").is_file()
-    assert not (run / "detail" / "final.ckpt").exists()
+    assert (run / "semantic" / "final.ckpt").is_file() and not (run / "error" / "checkpoints" / "last.ckpt").exists()
+
+    kill_step = 7  # detail: 2 epochs x 4 steps, killed inside epoch 2
+    second = segmend("fit", *run_args(run, data_cache, *kill_args("detail", kill_step)))
+    assert second.returncode == -9, second.stderr[-3000:]
+    assert "stage 1 'semantic' already done" in second.stderr
+    assert (run / "error" / "final.ckpt").is_file() and not (run / "detail" / "final.ckpt").exists()
     saved = torch.load(run / "detail" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert kill_step - EVERY < saved["global_step"] <= kill_step
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 
 from segmend.checkpoints import read_weights
 from segmend.loggers import WandbLogger
@@ -61,7 +61,11 @@ def test_fit_leaves_the_semantic_branch_unchanged_and_trains_one_branch_per_stag
     trained = read_weights(semantic_checkpoint).state_dict  # the net of the semantic checkpoint
     assert all(torch.equal(semantic_before[f"module.{key}"], value) for key, value in trained.items())
     branches_before = {key: value.clone() for key, value in model.state_dict().items() if "_branch." in key}
-    run = fit(model, synthetic(data_cache), tmp_path, max_steps=3, limit_val_batches=1, logger=False, **QUIET)
+    model.train()  # Lightning keeps the modules' modes; a user (or another Trainer) may switch everything on
+    modes = SemanticModes()
+    kwargs = {"max_steps": 3, "limit_val_batches": 1, "logger": False, "callbacks": [modes], **QUIET}
+    run = fit(model, synthetic(data_cache), tmp_path, **kwargs)
+    assert modes.seen == {False} and len(modes.steps) == 6  # 3 steps per stage, semantic branch in eval at each
     assert [stage.name for stage in run.stages] == ["error", "detail"]  # a semantic checkpoint: no semantic stage
     for key, value in model.net.state_dict().items():
         assert torch.equal(value, semantic_before[key]), key  # weights, BatchNorm running stats and counts
@@ -79,6 +83,19 @@ def test_fit_leaves_the_semantic_branch_unchanged_and_trains_one_branch_per_stag
         assert key in metrics, key
     assert (tmp_path / "detail" / "error_sweep" / "val.md").read_text().startswith("| threshold t |")
     assert (tmp_path / "error" / "error_sweep" / "val.png").stat().st_size > 0
+
+
+class SemanticModes(Callback):
+    """Records whether any module of the semantic branch is in training mode at each training step."""
+
+    def __init__(self) -> None:
+        self.seen: set[bool] = set()
+        self.steps: list[int] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:  # noqa: D102
+        assert pl_module.training
+        self.seen.add(any(module.training for module in pl_module.net.modules()))
+        self.steps.append(trainer.global_step)
 
 
 def test_optimizer_holds_only_the_branch_of_the_phase():
