@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOWEST := .venv-lowest
-# The torch build this machine runs (pip takes both from local disk); pyproject.toml only bounds torch from below.
+# The torch build `make install` puts in .venv (pip takes both from local disk); pyproject.toml only
+# bounds torch from below.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST := -m pytest -q -p no:cacheprovider tests
 
@@ -24,14 +25,15 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python $(PYTEST)
 
-# The test suite at exactly the lower bounds pyproject.toml declares (torch: the build above), in a fresh
-# $(LOWEST). The constraints are generated from pyproject.toml, so the two cannot drift apart.
+# The test suite at exactly the lower bounds pyproject.toml declares (dependencies and the test extra,
+# torch included: from PyPI), in a fresh $(LOWEST). The constraints are generated from pyproject.toml,
+# so the two cannot drift apart.
 test-lowest:
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip setuptools
-	$(PYTHON) .ci/lowest_constraints.py $(addprefix --override ,$(filter torch==%,$(TORCH_PINS))) > $(LOWEST)/constraints.txt
-	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt $(TORCH_PINS) -e ".[dev]"
+	$(PYTHON) .ci/lowest_constraints.py --extra test > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt -e ".[test]"
 	@echo "Installed at the lower bounds:" && cat $(LOWEST)/constraints.txt
 	WANDB_MODE=disabled $(LOWEST)/bin/python $(PYTEST)
 

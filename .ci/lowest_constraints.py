@@ -3,11 +3,10 @@
 ``make test-lowest`` installs segmend with these constraints, so the lower bounds it tests are the
 ones pyproject.toml declares and the two cannot drift apart::
 
-    python .ci/lowest_constraints.py --override torch==2.14.1 > lowest.txt
+    python .ci/lowest_constraints.py --extra test > lowest.txt
 
-A dependency without a ``>=`` bound is left free (it would not be a claim about old versions).
-``--override NAME==VERSION`` replaces one pin: a machine that can only run one torch build tests the
-other lower bounds with that build.
+A dependency without a ``>=`` bound is left free (it makes no claim about old versions), and so is
+an extra's reference to segmend itself (``segmend[test]``).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     sys.exit("lowest_constraints.py needs Python >= 3.11 (tomllib); run it with a newer python3.")
 
+PROJECT = "segmend"
 REQUIREMENT = re.compile(r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?P<spec>[^;]*)")
 LOWER = re.compile(r">=\s*(?P<version>[^,\s]+)")
 
@@ -44,41 +44,35 @@ def lower_bounds(requirements: list[str]) -> dict[str, str]:
         if not found:
             raise ValueError(f"cannot read the requirement {requirement!r} in pyproject.toml")
         lower = LOWER.search(found["spec"])
-        if lower:
+        if lower and canonical(found["name"]) != PROJECT:
             bounds[canonical(found["name"])] = lower["version"]
     return bounds
 
 
-def constraints(pyproject: Path, overrides: list[str]) -> list[str]:
-    """``name==version`` lines for the lower bounds of ``pyproject``'s dependencies.
-
-    Args:
-        pyproject: Path of pyproject.toml.
-        overrides: ``NAME==VERSION`` pins that replace the lower bound of ``NAME``.
+def constraints(pyproject: Path, extras: list[str]) -> list[str]:
+    """``name==version`` lines for the lower bounds of ``pyproject``'s dependencies and of ``extras``.
 
     Raises:
-        ValueError: If an override is not of the form ``NAME==VERSION`` or names no dependency.
+        ValueError: If an extra is not declared, or a requirement cannot be read.
 
     """
-    bounds = lower_bounds(tomllib.loads(pyproject.read_text())["project"]["dependencies"])
-    for override in overrides:
-        name, separator, version = override.partition("==")
-        if not separator or not version or canonical(name) not in bounds:
-            raise ValueError(
-                f"--override {override!r}: expected NAME==VERSION with NAME one of {', '.join(sorted(bounds))}"
-            )
-        bounds[canonical(name)] = version
-    return [f"{name}=={version}" for name, version in sorted(bounds.items())]
+    project = tomllib.loads(pyproject.read_text())["project"]
+    declared = project.get("optional-dependencies", {})
+    unknown = sorted(set(extras) - set(declared))
+    if unknown:
+        raise ValueError(f"no extra {', '.join(unknown)} in {pyproject}; it declares {', '.join(sorted(declared))}")
+    requirements = project["dependencies"] + [line for extra in extras for line in declared[extra]]
+    return [f"{name}=={version}" for name, version in sorted(lower_bounds(requirements).items())]
 
 
 def main() -> None:
     """Print the constraints."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pyproject", type=Path, default=Path(__file__).resolve().parent.parent / "pyproject.toml")
-    parser.add_argument("--override", action="append", default=[], metavar="NAME==VERSION")
+    parser.add_argument("--extra", action="append", default=[], help="also pin this extra's requirements")
     arguments = parser.parse_args()
     try:
-        print("\n".join(constraints(arguments.pyproject, arguments.override)))
+        print("\n".join(constraints(arguments.pyproject, arguments.extra)))
     except ValueError as error:
         parser.error(str(error))
 

@@ -15,6 +15,7 @@ included, for a review by hand.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import inspect
@@ -35,13 +36,6 @@ ALLOWED = {
     ("tests/test_selfcorr_cli.py", "_wandb_init"): (
         "self-correction's tests stay unchanged (issue 11); the stage logger's W&B name is read in a test only"
     ),
-    # LightningModule.trainer raises RuntimeError when no Trainer is attached; the public way is
-    # ``try: self.trainer except RuntimeError`` (as SegmentationModule's precision property does).
-    # To replace in segmend.modules (issue 11, part 4 owns these files).
-    **{
-        (f"src/segmend/modules/{name}.py", "_trainer"): "LightningModule._trainer read to test for an attached Trainer"
-        for name in ("arm", "segmentation", "selfcorr")
-    },
 }
 
 # Removed in issue 11; a regression would bring back one of these (checked in the library's code).
@@ -160,11 +154,16 @@ def test_allowed_exceptions_still_exist():
 
 
 def segmend_classes() -> list[type]:
-    """Every class defined in a module of the installed ``segmend`` package."""
-    import segmend
+    """Every class defined in a module of the installed ``segmend`` package.
 
-    modules = [segmend] + [
-        importlib.import_module(info.name) for info in pkgutil.walk_packages(segmend.__path__, "segmend.")
+    ``segmend.callbacks`` and ``segmend.datamodules`` live in folders of their own (pyproject's
+    ``package-dir``), so they are walked as packages of their own.
+    """
+    packages = [importlib.import_module(name) for name in ("segmend", "segmend.callbacks", "segmend.datamodules")]
+    modules = packages + [
+        importlib.import_module(info.name)
+        for package in packages
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
     ]
     classes = {
         id(cls): cls
@@ -244,7 +243,21 @@ def test_private_uses_removed_in_issue_11_stay_removed(removed: str):
     assert not found, f"{removed} is back:\n" + "\n".join(found)
 
 
-def test_the_checks_find_what_they_look_for(tmp_path: Path):
+class ShadowingFormatter(argparse.HelpFormatter):
+    """What the shadow check must catch: an override of a private method, a write to a private attribute."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        self._width = 40
+        return super()._get_help_string(action)
+
+
+def test_the_shadow_check_finds_private_overrides():
+    assert private_members(ShadowingFormatter) == {"_get_help_string", "_width"}
+    assert library_bases(ShadowingFormatter) == [argparse.HelpFormatter]
+    assert all(uses_name(argparse.HelpFormatter, name) for name in private_members(ShadowingFormatter))
+
+
+def test_the_checks_find_what_they_look_for():
     """The source check flags a library's private attribute, private imports and getattr; not segmend's own names."""
     tree = ast.parse(
         "import torch._dynamo\n"
