@@ -75,17 +75,23 @@ def run_args(run: Path, data_cache: Path, *extra: str) -> list[str]:
 
 
 def test_killed_in_the_detail_stage_and_resumed(tmp_path: Path, data_cache: Path):
+    """Killed as each branch stage starts (later stages then load the earlier ones' final.ckpt), then mid-stage."""
     run = tmp_path / "run"
     # killed as the error stage starts: the re-run takes the semantic branch from the semantic stage's final.ckpt
     first = segmend("fit", *run_args(run, data_cache, *kill_args("error", 0)))
     assert first.returncode == -9, first.stderr[-3000:]
     assert (run / "semantic" / "final.ckpt").is_file() and not (run / "error" / "checkpoints" / "last.ckpt").exists()
 
-    kill_step = 7  # detail: 2 epochs x 4 steps, killed inside epoch 2
-    second = segmend("fit", *run_args(run, data_cache, *kill_args("detail", kill_step)))
+    # killed as the detail stage starts: the re-run takes the error branch from the error stage's final.ckpt
+    second = segmend("fit", *run_args(run, data_cache, *kill_args("detail", 0)))
     assert second.returncode == -9, second.stderr[-3000:]
     assert "stage 1 'semantic' already done" in second.stderr
-    assert (run / "error" / "final.ckpt").is_file() and not (run / "detail" / "final.ckpt").exists()
+    assert (run / "error" / "final.ckpt").is_file() and not (run / "detail" / "checkpoints" / "last.ckpt").exists()
+
+    kill_step = 7  # detail: 2 epochs x 4 steps, killed inside epoch 2
+    third = segmend("fit", *run_args(run, data_cache, *kill_args("detail", kill_step)))
+    assert third.returncode == -9, third.stderr[-3000:]
+    assert "stage 2 'error' already done" in third.stderr and not (run / "detail" / "final.ckpt").exists()
     saved = torch.load(run / "detail" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert kill_step - EVERY < saved["global_step"] <= kill_step
 
