@@ -332,17 +332,11 @@ class ErrorPixelModule(SegmentationModule):
         """The ``semantic`` stage's :class:`SegmentationModule`: this architecture, classes, optimizer, schedule."""
         hp = self.hparams
         return SegmentationModule(
-            num_classes=self.num_classes,
-            class_names=self.class_names,
+            **self.stage_module_arguments(),
             arch=hp.arch,
             encoder_name=hp.encoder_name,
             encoder_weights=hp.encoder_weights,
             net_kwargs=hp.net_kwargs,
-            ignore_index=self.ignore_index,
-            optimizer=self.optimizer_factory,
-            lr_scheduler=self.lr_scheduler_factory,
-            aux_weight=hp.aux_weight,
-            tune_cpu_allocator=hp.tune_cpu_allocator,
         )
 
     def load_semantic(self, path: str | Path) -> None:

@@ -212,6 +212,24 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         scaled = self.trainer_precision().startswith("16")
         return build_fused_if_supported(self.optimizer_factory, self.parameter_groups(), gradient_scaling=scaled)
 
+    def stage_module_arguments(self) -> dict[str, Any]:
+        """Arguments that a module trained as a stage of this one shares with it.
+
+        Used for self-correction's ancillary model and error-pixel prediction's semantic branch:
+        classes, ignore index, optimizer, schedule, auxiliary-loss weight and the allocator setting.
+        The stage module adds its own architecture.
+        """
+        hp = self.hparams
+        return {
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "ignore_index": self.ignore_index,
+            "optimizer": self.optimizer_factory,
+            "lr_scheduler": self.lr_scheduler_factory,
+            "aux_weight": hp.aux_weight,
+            "tune_cpu_allocator": hp.tune_cpu_allocator,
+        }
+
     def attached_trainer(self) -> Trainer | None:
         """The Trainer this module is attached to, or ``None`` (``self.trainer`` raises then)."""
         try:

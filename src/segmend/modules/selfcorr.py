@@ -149,16 +149,7 @@ class SelfCorrectionModule(SegmentationModule):
 
     def build_ancillary_module(self) -> AncillaryModule:
         """A fresh :class:`AncillaryModule` with this module's ancillary architecture, classes and optimizer."""
-        hp = self.hparams
-        return AncillaryModule(
-            num_classes=self.num_classes,
-            class_names=self.class_names,
-            ignore_index=self.ignore_index,
-            optimizer=self.optimizer_factory,
-            lr_scheduler=self.lr_scheduler_factory,
-            aux_weight=hp.aux_weight,
-            **self.ancillary_arguments(),
-        )
+        return AncillaryModule(**self.stage_module_arguments(), **self.ancillary_arguments())
 
     def set_ancillary(self, source: AncillaryModule | BoxAttentionNet | dict[str, Tensor]) -> None:
         """Copy trained ancillary weights (a module, its net, or the net's state dict) into the frozen model."""
