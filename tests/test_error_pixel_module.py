@@ -146,6 +146,20 @@ def test_forward_is_eq5_fusion_once_the_detail_stage_started(semantic_checkpoint
     assert torch.equal(predicted["labels"], expected.argmax(dim=1))
 
 
+def test_average_fusion_is_the_mean_of_both_branches_probabilities(semantic_checkpoint: Path):
+    """The bagging baseline of Tab. 3: detail branch on every pixel, averaged with the semantic branch."""
+    model = build(semantic_checkpoint, fusion="average", detail_pixels="all").eval()
+    image, mask = images((64, 80))
+    with torch.no_grad():
+        model.set_phase("detail")
+        outputs = model.cascade(image)
+        expected = (outputs.detail_logits.softmax(dim=1) + outputs.semantic_logits.softmax(dim=1)) / 2
+        assert torch.allclose(model(image).softmax(dim=1), expected, atol=1e-6)
+        assert model.detail_weighting(outputs) is None  # the detail loss counts every labelled pixel
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        build(semantic_checkpoint, fusion="mean")
+
+
 def test_error_mass_is_the_mean_error_probability_and_mask_area(semantic_checkpoint: Path):
     model = build(semantic_checkpoint).eval()
     image, _ = images((70, 90))  # padded for the net, cropped back

@@ -62,6 +62,7 @@ from segmend.runs import StageResult
 Phase = Literal["error", "detail"]
 HighLevel = Literal["context", "encoder"]
 DetailPixels = Literal["predicted_error", "all"]
+Fusion = Literal["error_mask", "average"]
 TrainingStage = Literal["semantic", "error", "detail"]
 
 #: Architectures whose features have a ``context`` (the paper's high-level features).
@@ -138,6 +139,10 @@ class ErrorPixelModule(SegmentationModule):
         hard_weight: ``w2`` of Eq. 2 (1.5).
         detail_pixels: The pixels the detail loss counts: ``"predicted_error"`` (Eqs. 3-4: labelled
             pixels with ``P_ep > t``) or ``"all"`` (every labelled pixel, as the bagging baseline trains it).
+        fusion: How the semantic and detail predictions combine: ``"error_mask"`` (Eq. 5) or
+            ``"average"`` (the mean of both branches' probabilities, the paper's bagging baseline of
+            Tab. 3 with ``detail_pixels="all"``; the error branch is still trained and reported, and
+            not used by the prediction).
         error_width: Width of the error branch's GAU stage.
         error_prob_channels: Channels of the error branch's probability-map features.
         error_image_channels: Channels of the error branch's image stem.
@@ -173,6 +178,7 @@ class ErrorPixelModule(SegmentationModule):
         easy_weight: float = 1.0,
         hard_weight: float = 1.5,
         detail_pixels: DetailPixels = "predicted_error",
+        fusion: Fusion = "error_mask",
         error_width: int = 64,
         error_prob_channels: int = 32,
         error_image_channels: int = 32,
@@ -195,6 +201,7 @@ class ErrorPixelModule(SegmentationModule):
         for name, value, allowed in (
             ("high_level", high_level, HighLevel),
             ("detail_pixels", detail_pixels, DetailPixels),
+            ("fusion", fusion, Fusion),
         ):
             if value not in get_args(allowed):
                 raise ValueError(f"{name} must be one of {get_args(allowed)}, got {value!r}.")
@@ -517,11 +524,14 @@ class ErrorPixelModule(SegmentationModule):
         """(B, C, H, W) logits of Eq. 5: the detail branch's where ``P_ep > t``, the semantic branch's elsewhere.
 
         A pixel's softmax is that of the logits chosen for it, so the softmax of these logits is
-        ``P_f = E_ep P_db + (1 - E_ep) P_sb`` exactly. Before the detail stage (``detail_active``
-        false) or without detail logits, the semantic logits.
+        ``P_f = E_ep P_db + (1 - E_ep) P_sb`` exactly. With ``fusion="average"``, the logarithm of
+        ``(P_sb + P_db) / 2``, whose softmax is that average. Before the detail stage
+        (``detail_active`` false) or without detail logits, the semantic logits.
         """
         if outputs.detail_logits is None or not bool(self.detail_active):
             return outputs.semantic_logits
+        if self.hparams.fusion == "average":
+            return ((outputs.semantic_probs + outputs.detail_logits.softmax(dim=1)) / 2).log()
         return fuse(outputs.semantic_logits, outputs.detail_logits, outputs.error_prob, self.hparams.threshold)
 
     def forward(self, image: Tensor) -> Tensor:
