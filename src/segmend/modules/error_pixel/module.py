@@ -1,46 +1,18 @@
-"""Erroneous pixel prediction (Gong et al., 2021): a frozen semantic branch, an error branch, a detail branch, fusion.
-
-:class:`ErrorPixelModule` is a cascade of heads over one frozen segmentation network, each head
-taking what the previous one computed as an argument (as in mmsegmentation's cascade
-encoder-decoder), without hooks:
-
-1. the **semantic branch** (``self.net``, a :class:`~segmend.frozen.FrozenModel`): any
-   segmentation-models-pytorch net, loaded from a :class:`SegmentationModule` checkpoint
-   (``semantic_checkpoint``) or trained by the first stage; its probability map, its high-level
-   features (``context``: DeepLabV3+'s ASPP, PSPNet's pyramid pooling) and its encoder features are
-   read through :func:`segmend.nets.features.forward_features`;
-2. the **error branch** (:class:`~segmend.nets.error_pixel.ErrorBranch`): the probability that the
-   semantic label of a pixel is wrong, trained with the balanced cross-entropy of Eq. 2;
-3. the **detail branch** (:class:`~segmend.nets.error_pixel.DetailBranch`): a GAU decoder over the
-   semantic features, trained with cross-entropy on the pixels the error branch flags (Eqs. 3-4);
-4. **fusion** (Eq. 5): the detail label where ``P_ep > t``, the semantic label elsewhere. This is what
-   :meth:`ErrorPixelModule.forward`, validation (``val/mIoU``) and ``segmend predict`` give.
-
-``segmend fit`` runs its stages (:meth:`ErrorPixelModule.training_stages`, resumable):
-``semantic`` (only without ``semantic_checkpoint``: a plain :class:`SegmentationModule` fit),
-``error`` (only the error branch trains), ``detail`` (only the detail branch trains; the error
-branch is frozen). See ``docs/errorpix.md``.
-"""
+"""ErrorPixelModule: the cascade of branches, its losses and steps (stages and reporting in their own files)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor, nn
+from torch import Tensor
 
-from segmend.checkpoints import read_weights
 from segmend.frozen import FrozenModel
 from segmend.losses.error_pixel import balanced_error_loss, detail_loss, error_target
-from segmend.metrics import segmentation_metrics
-from segmend.metrics.error_pixel import SWEEP_THRESHOLDS, ErrorThresholdSweep, write_sweep
+from segmend.modules.error_pixel.reporting import ErrorPixelReporting
+from segmend.modules.error_pixel.stages import ErrorPixelStages, Phase
 from segmend.modules.segmentation import SegmentationModule, Stage
 from segmend.nets.error_pixel import (
     DetailBranch,
@@ -56,14 +28,10 @@ from segmend.nets.factory import build_smp_net, input_size_divisor
 from segmend.nets.features import SegmentationFeatures
 from segmend.nets.tta import resize_logits, tta_probabilities
 from segmend.precision import fp32
-from segmend.runs import Stage as RunStage
-from segmend.runs import StageResult
 
-Phase = Literal["error", "detail"]
 HighLevel = Literal["context", "encoder"]
 DetailPixels = Literal["predicted_error", "all"]
 Fusion = Literal["error_mask", "average"]
-TrainingStage = Literal["semantic", "error", "detail"]
 
 #: Architectures whose features have a ``context`` (the paper's high-level features).
 CONTEXT_ARCHITECTURES = ("DeepLabV3Plus", "DeepLabV3", "PSPNet")
@@ -95,7 +63,7 @@ class ErrorPixelOutputs:
         return torch.sigmoid(self.error_logits)
 
 
-class ErrorPixelModule(SegmentationModule):
+class ErrorPixelModule(ErrorPixelStages, ErrorPixelReporting, SegmentationModule):
     """Erroneous pixel prediction over a frozen semantic segmentation network.
 
     The semantic branch is ``self.net``, a :class:`~segmend.frozen.FrozenModel` (always in eval
@@ -323,163 +291,6 @@ class ErrorPixelModule(SegmentationModule):
         """No auxiliary head here: ``aux_weight`` applies to the semantic stage's net."""
         self.aux_head = None
 
-    def configure_metrics(self) -> None:
-        """The fused prediction's metrics (``val/``, ``test/``), the semantic branch's, and the threshold sweep."""
-        super().configure_metrics()
-        hp = self.hparams
-        metrics = segmentation_metrics(self.num_classes, self.ignore_index, self.class_names)
-        self.val_semantic_metrics = metrics.clone(prefix="val/semantic_")
-        self.test_semantic_metrics = metrics.clone(prefix="test/semantic_")
-        thresholds = tuple(sorted({*SWEEP_THRESHOLDS, float(hp.threshold)}))
-        self.val_error_sweep = ErrorThresholdSweep(thresholds, hp.rho, self.ignore_index)
-        self.test_error_sweep = ErrorThresholdSweep(thresholds, hp.rho, self.ignore_index)
-
-    # ------------------------------------------------------------------ semantic branch
-    def build_semantic_module(self) -> SegmentationModule:
-        """The ``semantic`` stage's :class:`SegmentationModule`: this architecture, classes, optimizer, schedule."""
-        hp = self.hparams
-        return SegmentationModule(
-            **self.stage_module_arguments(),
-            arch=hp.arch,
-            encoder_name=hp.encoder_name,
-            encoder_weights=hp.encoder_weights,
-            net_kwargs=hp.net_kwargs,
-        )
-
-    def load_semantic(self, path: str | Path) -> None:
-        """Load the semantic branch's weights from a :class:`SegmentationModule` checkpoint (tensors only).
-
-        Raises:
-            ValueError: If the file is missing or refused, or its net is not this semantic architecture.
-
-        """
-        hp = self.hparams
-        self.net.load_checkpoint(
-            path,
-            prefix="net.",
-            expected=f"this semantic net ({self.semantic_architecture}, {hp.encoder_name}, {self.num_classes} classes)",
-            hint="Give semantic_checkpoint to build the net from the checkpoint's own hyper-parameters.",
-        )
-        self.semantic_ready.fill_(True)
-
-    def set_semantic(self, module: SegmentationModule) -> None:
-        """Copy a trained :class:`SegmentationModule`'s net into the semantic branch."""
-        self.net.module.load_state_dict(module.net.state_dict())
-        self.semantic_ready.fill_(True)
-
-    # ------------------------------------------------------------------ phases and stages
-    def set_phase(self, phase: Phase) -> None:
-        """Train the ``"error"`` or the ``"detail"`` branch; the other one gets no gradient and no optimizer.
-
-        ``"detail"`` also switches the prediction to the fused one (``detail_active``).
-
-        Raises:
-            ValueError: For another phase.
-
-        """
-        if phase not in get_args(Phase):
-            raise ValueError(f"phase must be one of {get_args(Phase)}, got {phase!r}.")
-        self.phase = phase
-        self.error_branch.requires_grad_(phase == "error")
-        self.detail_branch.requires_grad_(phase == "detail")
-        if phase == "detail":
-            self.detail_active.fill_(True)
-
-    def trainable_branch(self) -> nn.Module:
-        """The branch of the current phase."""
-        return self.error_branch if self.phase == "error" else self.detail_branch
-
-    def stage_overrides(self, stage: TrainingStage) -> dict[str, int]:
-        """Trainer arguments of a stage: ``max_steps`` or ``max_epochs`` from ``<stage>_steps`` / ``<stage>_epochs``."""
-        steps, epochs = self.hparams[f"{stage}_steps"], self.hparams[f"{stage}_epochs"]
-        if steps is not None:
-            return {"max_steps": int(steps), "max_epochs": -1}
-        if epochs is not None:
-            return {"max_epochs": int(epochs), "max_steps": -1}
-        return {}
-
-    def training_stages(self, datamodule: Any) -> Iterator[RunStage]:
-        """The stages for :func:`segmend.runs.run_stages`: ``semantic`` (without a checkpoint), ``error``, ``detail``.
-
-        ``segmend fit`` runs them because this method exists (:class:`segmend.runs.HasTrainingStages`).
-        A finished ``semantic`` stage hands its net to the frozen semantic branch through its final
-        checkpoint; a finished ``error`` or ``detail`` stage found by a re-run restores this module's
-        weights from its final checkpoint.
-        """
-        hp = self.hparams
-        stages = []
-        if hp.semantic_checkpoint is None:
-            stages.append(
-                RunStage(
-                    "semantic",
-                    self.build_semantic_module(),
-                    trainer_overrides=self.stage_overrides("semantic"),
-                    restore=self.restore_semantic,
-                    description=f"supervised {hp.arch} / {hp.encoder_name}, the semantic branch",
-                )
-            )
-        for phase, about in (("error", "error branch, Eq. 2"), ("detail", "detail branch, Eqs. 3-4")):
-            stages.append(
-                RunStage(
-                    phase,
-                    self,
-                    prepare=self.phase_preparation(phase),
-                    trainer_overrides=self.stage_overrides(phase),
-                    restore=self.restore_branches,
-                    description=f"{about}; semantic branch frozen",
-                )
-            )
-        return iter(stages)
-
-    def phase_preparation(self, phase: Phase):  # noqa: ANN201
-        """The ``prepare`` of a stage: set the phase before its fit."""
-
-        def prepare(datamodule: Any) -> None:
-            self.set_phase(phase)
-
-        return prepare
-
-    def restore_semantic(self, result: StageResult) -> None:
-        """After the ``semantic`` stage: load its final checkpoint into the frozen semantic branch.
-
-        A ``fast_dev_run`` writes no final checkpoint; the trained module's net is copied then.
-        """
-        final = result.final_checkpoint
-        if final is not None and Path(final).is_file():
-            self.load_semantic(final)
-        elif result.module is not None:
-            self.set_semantic(result.module)
-
-    def restore_branches(self, result: StageResult) -> None:
-        """After the ``error`` / ``detail`` stage: restore a finished stage's weights; mark the error branch trained."""
-        if result.status == "skipped" and result.final_checkpoint is not None:
-            self.load_state_dict(read_weights(result.final_checkpoint, prefix="").state_dict)
-        if result.name == "error":
-            self.error_ready.fill_(True)
-
-    def on_train_start(self) -> None:
-        """Check that the branches this phase reads are trained.
-
-        Raises:
-            ValueError: Without a trained semantic branch, or in the detail phase without a trained error branch.
-
-        """
-        if not bool(self.semantic_ready):
-            raise ValueError(
-                "ErrorPixelModule has no trained semantic branch: set semantic_checkpoint to a SegmentationModule "
-                "checkpoint, or train with `segmend fit` / segmend.runs.fit, which train it first."
-            )
-        if self.phase == "detail" and not bool(self.error_ready):
-            raise ValueError(
-                "The detail phase reads the error branch's predictions, but the error branch is not trained: "
-                "train the 'error' stage first (`segmend fit` runs every stage)."
-            )
-        rank_zero_info(
-            f"ErrorPixelModule: training the {self.phase} branch "
-            f"({sum(p.numel() for p in self.trainable_branch().parameters())} parameters); the semantic "
-            f"{self.semantic_architecture} is frozen."
-        )
-
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> list[dict[str, Any]]:
         """One group: the parameters of the branch that trains in this phase."""
@@ -638,14 +449,6 @@ class ErrorPixelModule(SegmentationModule):
         """(B, C, H, W) probabilities of ``forward`` averaged over the configured test-time augmentation."""
         return tta_probabilities(forward, image, tuple(self.hparams.tta_scales), bool(self.hparams.tta_flip))
 
-    def semantic_metrics(self, stage: str):  # noqa: ANN201
-        """The semantic branch's metric collection of ``"val"`` or ``"test"``."""
-        return self.val_semantic_metrics if stage == "val" else self.test_semantic_metrics
-
-    def error_sweep(self, stage: str) -> ErrorThresholdSweep:
-        """The threshold sweep of ``"val"`` or ``"test"``."""
-        return self.val_error_sweep if stage == "val" else self.test_error_sweep
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Fused label maps and probabilities, with each image's error mass.
 
@@ -667,53 +470,3 @@ class ErrorPixelModule(SegmentationModule):
             "error_mean": mass.mean,
             "error_area": mass.area,
         }
-
-    # ------------------------------------------------------------------ epoch ends
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        super().on_validation_epoch_end()
-        self.log_branch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:  # noqa: D102
-        super().on_test_epoch_end()
-        self.log_branch_metrics("test")
-
-    def log_branch_metrics(self, stage: str) -> None:
-        """Log the semantic branch's metrics and the error metrics at ``t``; report the threshold sweep.
-
-        Every value comes from torchmetrics states summed across ranks (computed on every rank);
-        rank 0 writes the sweep (not during the sanity check).
-        """
-        self.log_collection(self.semantic_metrics(stage))
-        sweep = self.error_sweep(stage).compute()
-        self.error_sweep(stage).reset()
-        thresholds = sweep["threshold"].tolist()
-        at = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - self.hparams.threshold))
-        values = {f"{stage}/error_{key}": sweep[key][at] for key in ("precision", "recall")}
-        values[f"{stage}/error_IoU"] = sweep["iou"][at]
-        values[f"{stage}/error_hard_recall"] = sweep["hard_recall"][at]
-        values[f"{stage}/error_fraction"] = sweep["error_fraction"]
-        self.log_computed({key: value.float() for key, value in values.items()})
-        if not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            self.report_sweep(stage, sweep)
-
-    def report_sweep(self, stage: str, sweep: dict[str, Tensor]) -> None:
-        """Write the threshold sweep (Tab. 1) as markdown and PNG; log both to W&B when a WandbLogger is attached.
-
-        Files: ``<trainer.default_root_dir>/error_sweep/<stage>.md`` and ``.png`` (the stage's folder
-        under ``segmend fit``), replaced at each validation.
-        """
-        folder = Path(self.trainer.default_root_dir) / "error_sweep"
-        _, image = write_sweep(sweep, folder, stem=stage, operating_threshold=self.hparams.threshold)
-        columns = ["threshold", "error_pixel_IoU", "hard_recall", "precision", "recall"]
-        keys = ("threshold", "iou", "hard_recall", "precision", "recall")
-        rows = [[_finite(sweep[key][row]) for key in keys] for row in range(len(sweep["threshold"]))]
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"{stage}/error_sweep", images=[str(image)], step=self.global_step)
-                logger.log_table(key=f"{stage}/error_sweep_table", columns=columns, data=rows, step=self.global_step)
-
-
-def _finite(value: Tensor) -> float | None:
-    """A float for a table cell, ``None`` for NaN (an empty denominator)."""
-    number = float(value)
-    return None if math.isnan(number) else number
