@@ -6,7 +6,7 @@ from segmend.losses.error_pixel import (
     error_proportion,
     error_target,
 )
-from segmend.losses.pixel import cross_entropy_map, gce_map, kl_uncertainty_map
+from segmend.losses.pixel import cross_entropy_map, gce_map, kl_uncertainty_map, loss_rank_cross_entropy
 from segmend.losses.reweighting import holder_optimal_weights, normalise_weights, weighted_sum
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "gce_map",
     "holder_optimal_weights",
     "kl_uncertainty_map",
+    "loss_rank_cross_entropy",
     "normalise_weights",
     "uncertainty_confidence",
     "weighted_sum",

@@ -1,5 +1,7 @@
 """Per-pixel losses (reduction left to the caller); ignored pixels get loss 0.
 
+The exception is :func:`loss_rank_cross_entropy`, whose pixel selection is its reduction.
+
 All are computed in fp32: bf16/fp16 inputs (mixed precision) are cast first.
 """
 
@@ -61,3 +63,37 @@ def kl_uncertainty_map(logits: Tensor, log_s: Tensor, target: Tensor, ignore_ind
     valid = target != ignore_index
     ce = cross_entropy_map(logits, target, ignore_index)
     return (torch.exp(-log_s) * ce + 0.5 * log_s) * valid
+
+
+def loss_rank_cross_entropy(logits: Tensor, target: Tensor, fraction: float = 0.2, ignore_index: int = 255) -> Tensor:
+    """Cross-entropy of the hardest pixels only: loss-rank mining (Yu et al., 2018), a scalar.
+
+    The per-pixel cross-entropy of every labelled pixel of the batch is ranked; the ``fraction``
+    share with the highest loss (``round(fraction * n)`` of ``n`` labelled pixels, at least one)
+    counts, and the loss is their mean. Which pixels count is decided without gradient; ties are
+    broken arbitrarily (they do not change the value). ``fraction=1`` is the plain mean
+    cross-entropy over the labelled pixels. The error-pixel paper trains its "Hard-mining" baseline
+    with ``fraction=0.2`` (Sec. 5.2). The ranking is over the tensors given, i.e. the batch of one
+    process under DDP.
+
+    Args:
+        logits: (B, C, H, W) class logits.
+        target: (B, H, W) labels, ``ignore_index`` where unlabeled.
+        fraction: Share of the labelled pixels that counts, in (0, 1].
+        ignore_index: Label of unlabeled pixels.
+
+    Returns:
+        The fp32 loss; 0 (connected to ``logits``, zero gradient) when no pixel is labelled.
+
+    Raises:
+        ValueError: If ``fraction`` is outside (0, 1].
+
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"The loss-rank fraction must be in (0, 1] (0.2 in the paper), got {fraction}.")
+    ce = cross_entropy_map(logits, target, ignore_index)  # (B, H, W) fp32, 0 where ignored
+    losses = ce[target != ignore_index]  # (n,)
+    if losses.numel() == 0:
+        return ce.sum() * 0.0
+    kept = max(1, round(fraction * losses.numel()))
+    return losses.topk(kept, sorted=False).values.mean()

@@ -185,16 +185,34 @@ class DetailBranch(nn.Module):
             ValueError: If the number of skips differs from the branch's.
 
         """
+        logits = self.classifier(self.block_features(high, skips)[-1])  # (B, num_classes, h_last, w_last)
+        return logits if size is None else resize(logits, size)  # (B, num_classes, *size)
+
+    def block_features(self, high: Tensor, skips: Sequence[Tensor]) -> list[Tensor]:
+        """The output of every GAU block, first (coarse) to last (fine); the classifier reads the last.
+
+        Args:
+            high: (B, high_channels, h, w) semantic high-level features.
+            skips: Encoder features, deep to shallow, skip ``k`` (B, skip_channels[k], h_k, w_k).
+
+        Returns:
+            One (B, widths[k], h_k, w_k) map per block.
+
+        Raises:
+            ValueError: If the number of skips differs from the branch's.
+
+        """
         if len(skips) != len(self.blocks):
             raise ValueError(
                 f"DetailBranch was built for {len(self.blocks)} skip features (channels {self.skip_channels}) "
                 f"but got {len(skips)}."
             )
+        outputs = []
         features = high  # (B, high_channels, h, w)
         for block, skip in zip(self.blocks, skips, strict=True):
             features = block(features, skip)  # (B, width_k, h_k, w_k)
-        logits = self.classifier(features)  # (B, num_classes, h_last, w_last)
-        return logits if size is None else resize(logits, size)  # (B, num_classes, *size)
+            outputs.append(features)
+        return outputs
 
 
 def skip_candidates(encoder_shapes: Sequence[Sequence[int]], high_shape: Sequence[int]) -> tuple[int, ...]:
