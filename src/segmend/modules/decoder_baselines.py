@@ -169,11 +169,12 @@ class LayerCascadeModule(GAUDecoderModule):
     metrics, predict): each pixel takes the label of the first stage whose confidence is at least
     ``rho``, the last stage's otherwise.
 
-    Unlike LC, whose later stages convolve only the region of unconfident pixels, every stage's
-    features are computed densely and masked afterwards: the outputs and the losses are the same
-    (the masked-out pixels get no loss), but LC's speed-up is not reproduced. The paper's Fig. 4
-    adapts LC the same way to the GAU decoder, whose GAU blocks also read whole-image pooled
-    features.
+    Unlike LC, whose later stages convolve only the region of unconfident pixels (the features of
+    settled pixels are zeroed there), every stage's features are computed densely and the routing
+    applies to the losses and the labels only: a later stage still sees its settled neighbours'
+    features, so near a region's border its outputs can differ from LC's, and LC's speed-up is not
+    reproduced. The GAU blocks read whole-image pooled features anyway (the paper's Fig. 4 adapts LC
+    to them).
 
     Args:
         rho: The confidence threshold (0.95 in LC and in the paper), in (0, 1].
