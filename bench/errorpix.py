@@ -88,7 +88,7 @@ class Regime:
     test_data_seed: int = 1000
     batch_size: int = 16
     lr: float = 0.002
-    semantic_steps: int = 1500
+    semantic_steps: int = 2000
     error_steps: int = 500
     detail_steps: int = 700
     curve_every: int = 100
