@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from segmend.modules.segmentation import SegmentationModule
+from segmend.modules.segmentation import SegmentationModule, refuse_net
 from segmend.nets.box_attention import BoxAttentionNet
 from segmend.nets.features import SegmentationFeatures
 
@@ -39,12 +39,13 @@ class AncillaryModule(SegmentationModule):
                 "AncillaryModule does not support test-time augmentation (its box masks would need the "
                 "same flips and scales); remove tta_scales / tta_flip."
             )
-        if kwargs.get("net") is not None:
-            raise ValueError(
-                "AncillaryModule builds its own BoxAttentionNet from arch / encoder_name; to wrap your "
-                "own smp model, build segmend.nets.box_attention.BoxAttentionNet(net=...) and pass it as net of a "
-                "subclass, or use arch / encoder_name."
-            )
+        refuse_net(
+            kwargs,
+            "AncillaryModule",
+            "its own BoxAttentionNet from arch / encoder_name",
+            "to wrap your own smp model, build segmend.nets.box_attention.BoxAttentionNet(net=...) and pass it as "
+            "net of a subclass, or use arch / encoder_name",
+        )
         super().__init__(**kwargs)
 
     def configure_models(self) -> None:

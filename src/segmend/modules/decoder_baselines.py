@@ -30,7 +30,7 @@ from torch import Tensor
 
 from segmend.losses.error_pixel import reduce_loss
 from segmend.losses.pixel import cross_entropy_map, loss_rank_cross_entropy
-from segmend.modules.segmentation import SegmentationModule, Stage
+from segmend.modules.segmentation import SegmentationModule, Stage, refuse_net
 from segmend.nets.features import SegmentationFeatures
 from segmend.nets.gau_decoder import (
     CASCADE_CONFIDENCE,
@@ -93,11 +93,12 @@ class GAUDecoderModule(SegmentationModule):
             raise ValueError(f"high_level must be one of {get_args(HighLevel)}, got {high_level!r}.")
         if not decoder_widths:
             raise ValueError("decoder_widths must name at least one width (one GAU block per skip feature).")
-        if kwargs.get("net") is not None:
-            raise ValueError(
-                f"{type(self).__name__} builds its GAUDecoderNet itself from arch / encoder_name / encoder_weights / "
-                "net_kwargs; remove net (or train your own net with SegmentationModule)."
-            )
+        refuse_net(
+            kwargs,
+            type(self).__name__,
+            "its GAUDecoderNet itself from arch / encoder_name / encoder_weights / net_kwargs",
+            "or train your own net with SegmentationModule",
+        )
         super().__init__(**kwargs)
 
     def configure_models(self) -> None:
@@ -235,10 +236,7 @@ class LayerCascadeModule(GAUDecoderModule):
                 share = (handled & labelled).sum() / labelled.sum().clamp_min(1)
                 self.log(f"train/stage{k}_loss", stage_loss.detach(), batch_size=batch_size)
                 self.log(f"train/stage{k}_pixel_share", share.float(), batch_size=batch_size)
-            aux = self.aux_loss(batch, features)
-            if aux is not None:
-                self.log("train/aux_loss", aux, batch_size=batch_size)
-                loss = loss + self.hparams.aux_weight * aux
+            loss = self.with_aux_loss(loss, batch, features)
         self.log_loss(stage, loss, batch_size)
         if stage != "train":
             tta = self._tta_active(stage)

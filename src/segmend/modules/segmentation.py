@@ -35,6 +35,23 @@ from segmend.precision import fp32
 Stage = Literal["train", "val", "test"]
 
 
+def refuse_net(kwargs: Mapping[str, Any], module: str, builds: str, instead: str) -> None:
+    """Refuse a ``net`` argument for a module that builds its network itself.
+
+    Args:
+        kwargs: The module's keyword arguments for :class:`SegmentationModule`.
+        module: The module's name, for the message.
+        builds: What it builds, and from what (e.g. ``"its GAUDecoderNet from arch / encoder_name"``).
+        instead: What to do instead.
+
+    Raises:
+        ValueError: If ``kwargs`` has a ``net`` that is not ``None``.
+
+    """
+    if kwargs.get("net") is not None:
+        raise ValueError(f"{module} builds {builds}; remove net ({instead}).")
+
+
 def _nearest_multiples(value: int, divisor: int) -> tuple[int | None, int]:
     """The multiples of ``divisor`` just below (``None`` if that is 0) and just above ``value``."""
     below = value // divisor * divisor
@@ -471,15 +488,20 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         loss = self.compute_loss(logits, batch)
         batch_size = batch["image"].shape[0]
         if stage == "train":
-            aux = self.aux_loss(batch, features)
-            if aux is not None:
-                self.log("train/aux_loss", aux, batch_size=batch_size)
-                loss = loss + self.hparams.aux_weight * aux
+            loss = self.with_aux_loss(loss, batch, features)
         self.log_loss(stage, loss, batch_size)
         if stage != "train":
             scores = self.predict_probabilities(batch["image"], stage) if self._tta_active(stage) else logits
             self._metrics(stage).update(scores.argmax(dim=1), self.targets(batch))
         return loss
+
+    def with_aux_loss(self, loss: Tensor, batch: dict[str, Any], features: SegmentationFeatures) -> Tensor:
+        """``loss`` plus ``aux_weight`` times the auxiliary loss (logged as ``train/aux_loss``), if there is one."""
+        aux = self.aux_loss(batch, features)
+        if aux is None:
+            return loss
+        self.log("train/aux_loss", aux, batch_size=batch["image"].shape[0])
+        return loss + self.hparams.aux_weight * aux
 
     def log_loss(self, stage: Stage, loss: Tensor, batch_size: int) -> None:
         """Log ``train/loss`` per step, or add a batch's loss to ``val/loss`` / ``test/loss`` over the whole set.

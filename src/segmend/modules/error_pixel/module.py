@@ -13,7 +13,7 @@ from segmend.frozen import FrozenModel
 from segmend.losses.error_pixel import balanced_error_loss, detail_loss, error_target
 from segmend.modules.error_pixel.reporting import ErrorPixelReporting
 from segmend.modules.error_pixel.stages import ErrorPixelStages, Phase
-from segmend.modules.segmentation import SegmentationModule, Stage
+from segmend.modules.segmentation import SegmentationModule, Stage, refuse_net
 from segmend.nets.error_pixel import (
     DetailBranch,
     ErrorBranch,
@@ -188,12 +188,12 @@ class ErrorPixelModule(ErrorPixelStages, ErrorPixelReporting, SegmentationModule
                 )
             if any(value is not None and value < 1 for value in (steps, epochs)):
                 raise ValueError(f"{stage}_steps and {stage}_epochs must be >= 1 or null; got {steps} and {epochs}.")
-        if kwargs.get("net") is not None:
-            raise ValueError(
-                "ErrorPixelModule builds its semantic net itself, from semantic_checkpoint or from arch / "
-                "encoder_name / net_kwargs; remove net (save your trained net as a SegmentationModule checkpoint "
-                "and give it as semantic_checkpoint)."
-            )
+        refuse_net(
+            kwargs,
+            "ErrorPixelModule",
+            "its semantic net itself, from semantic_checkpoint or from arch / encoder_name / net_kwargs",
+            "save your trained net as a SegmentationModule checkpoint and give it as semantic_checkpoint",
+        )
         super().__init__(**kwargs)
         self.phase: Phase = "error"
         self.set_phase("error")
