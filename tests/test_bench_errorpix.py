@@ -1,0 +1,81 @@
+"""bench/errorpix.py's report: paired differences, verdicts and the plateau check computed from per-seed JSON."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "errorpix.py"
+_SPEC = importlib.util.spec_from_file_location("bench_errorpix", _PATH)
+errorpix = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = errorpix  # dataclasses look the module up while the class is built
+_SPEC.loader.exec_module(errorpix)
+
+SWEEP = {
+    "threshold": [0.5, 0.6, 0.7, 0.8],
+    "iou": [0.2, 0.25, 0.27, 0.26],
+    "hard_recall": [0.4, 0.3, 0.2, float("nan")],
+    "precision": [0.2, 0.3, 0.4, 0.5],
+    "recall": [0.8, 0.7, 0.6, 0.5],
+    "error_fraction": [0.08],
+    "hard_fraction": [0.1],
+}
+
+
+def write_seeds(folder: Path, regime: object, gaps: dict[str, list[float]], curve_end: list[float]) -> None:
+    """Per-seed JSON: ours at 0.70 + seed / 100; each baseline ``gap`` points below ours."""
+    for seed, end in enumerate(curve_end):
+        ours = 0.70 + seed / 100
+        variants = {name: {"mIoU": ours - gap[seed] / 100, "seconds": 1.0} for name, gap in gaps.items()}
+        variants["semantic"]["curve"] = [[100, 0.5], [200, end - 0.002 * (seed + 1)], [300, end]]
+        for t in errorpix.THRESHOLDS:
+            variants[f"ours_t{t}"] = {"mIoU": ours, "semantic_mIoU": variants["semantic"]["mIoU"], "seconds": 1.0}
+        variants[errorpix.OURS]["sweep"] = SWEEP
+        data = {"regime": json.loads(json.dumps(errorpix.asdict(regime))), "variants": variants}
+        data.update(
+            machine="test machine", code="commit abc", command=f"python bench/errorpix.py --jobs 1 --seeds {seed}"
+        )
+        (folder / f"seed{seed}.json").write_text(json.dumps(data))
+
+
+def test_report_computes_paired_intervals_verdicts_and_the_plateau(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    regime = errorpix.Regime(semantic_steps=300, curve_every=100)
+    gaps = {
+        "semantic": [1.0, 1.2, 0.9],  # ours clearly above
+        "gau_decoder": [1.0, -1.0, 0.2],  # mixed: not resolved
+        "layer_cascade": [0.5, 0.4, 0.6],
+        "hard_mining": [0.3, 0.2, 0.4],
+        "bagging": [-0.5, -0.6, -0.4],  # ours clearly below
+    }
+    write_seeds(tmp_path, regime, gaps, curve_end=[0.7, 0.71, 0.72])
+    report = tmp_path / "errorpix.md"
+    monkeypatch.setattr(errorpix, "REPORT", report)
+    errorpix.write_report(argparse.Namespace(results=tmp_path), regime)
+    text = report.read_text()
+
+    semantic = [70 + seed - gap for seed, gap in enumerate(gaps["semantic"])]  # points
+    row = f"{statistics.fmean(semantic):.1f} ± {statistics.stdev(semantic):.1f}"
+    gap = statistics.fmean(gaps["semantic"])
+    assert f"| DeepLabV3+ (the semantic branch) | {row} | {gap:.2f} pts (95% CI" in text
+    assert "- ours is higher than DeepLabV3+ (the semantic branch): " in text
+    assert "- no measurable difference between ours and DeepLabV3+-GAU-Decoder: " in text
+    assert "- ours is lower than DeepLabV3+-Bagging" in text
+    assert "3 seeds)" in text and "rounds)" not in text
+    # the semantic curve gains 0.2-0.6 points over its last third in every seed: a plateau
+    assert "**a plateau**" in text
+    # Tab. 1 rows, a NaN left out of the mean; one provenance line for the three child processes
+    assert "| 0.7 | 27.0 ± 0.0 | 20.0 ± 0.0 | 40.0 ± 0.0 | 60.0 ± 0.0 |" in text
+    assert "| 0.8 | 26.0 ± 0.0 | - |" in text
+    assert text.count("Runs made on:") == 1 and "command: `python bench/errorpix.py`" in text
+
+
+def test_child_options_are_stripped_from_the_command():
+    command = "python bench/errorpix.py --semantic-steps 20 --jobs 1 --no-report --threads 1 --seeds 0 2 4"
+    assert errorpix.parent(command) == "python bench/errorpix.py --semantic-steps 20"
+    assert errorpix.strip_option(["--a", "1", "--seeds", "3", "5", "--b"], ("--seeds",)) == ["--a", "1", "--b"]
