@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.image_io import check_label_orientation, read_image
 from segmend.datamodules.voc import missing_data_error
-from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError, read_image, read_index_mask
+from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError, read_index_mask
 from torch.utils.data import Dataset
 
 SECTION = "ADE20K"
@@ -132,6 +133,7 @@ class ADE20KDataset(Dataset):
             raise DataFormatError(f"Image {self.image_path(sample_id)} has no annotation: expected {path}.")
         stored = read_index_mask(path)
         if stored.shape != image_shape:
+            check_label_orientation(path, stored.shape, self.image_path(sample_id), image_shape)
             raise DataFormatError(
                 f"Annotation {path} is {stored.shape[1]}x{stored.shape[0]} (WxH) but its image is "
                 f"{image_shape[1]}x{image_shape[0]}; annotations must match their images pixel for pixel."

@@ -31,8 +31,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.image_io import check_label_orientation, read_image, read_image_size
 from segmend.datamodules.voc import missing_data_error
-from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, box_mask, read_image
+from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, box_mask
 from torch.utils.data import Dataset
 
 SECTION = "Cityscapes"
@@ -350,8 +351,12 @@ class CityscapesDataset(Dataset):
         """Path of a label file of a sample, e.g. suffix ``labelIds.png``, ``instanceIds.png``, ``polygons.json``."""
         return self._gt_path(*self._entry(sample_id), suffix)
 
-    def _check_shape(self, path: Path, array: np.ndarray, image_shape: tuple[int, int]) -> None:
+    def _check_shape(
+        self, path: Path, array: np.ndarray, image_shape: tuple[int, int], sample_id: str | int | None = None
+    ) -> None:
         if array.shape != tuple(image_shape):
+            if sample_id is not None:
+                check_label_orientation(path, array.shape, self.image_path(sample_id), image_shape)
             raise DataFormatError(
                 f"Label {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its image is "
                 f"{image_shape[1]}x{image_shape[0]}; labels must match their images pixel for pixel."
@@ -367,7 +372,7 @@ class CityscapesDataset(Dataset):
         """
         path = self.label_path(sample_id)
         ids = read_id_png(path, "labelIds")
-        self._check_shape(path, ids, image_shape)
+        self._check_shape(path, ids, image_shape, sample_id)
         bad = _bad_label_ids(ids)
         if bad:
             raise DataFormatError(
@@ -403,7 +408,7 @@ class CityscapesDataset(Dataset):
     def _instance_boxes(self, sample_id: str | int, image_shape: tuple[int, int]) -> list[BoxAnnotation]:
         path = self.label_path(sample_id, "instanceIds.png")
         ids = read_id_png(path, "instanceIds")
-        self._check_shape(path, ids, image_shape)
+        self._check_shape(path, ids, image_shape, sample_id)
         ids = ids.astype(np.int32)
         bad = np.unique(ids[(ids < 0) | (ids >= NUM_LABEL_IDS * 1000) | ((ids >= NUM_LABEL_IDS) & (ids < 1000))])
         if bad.size:
@@ -474,7 +479,7 @@ class CityscapesDataset(Dataset):
 
         """
         if image_shape is None:
-            image_shape = read_image(self.image_path(sample_id)).shape[:2]
+            image_shape = read_image_size(self.image_path(sample_id))
         return self._instance_boxes(sample_id, image_shape) + self._polygon_boxes(sample_id, image_shape)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

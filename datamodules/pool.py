@@ -2,14 +2,22 @@
 
 ```
 root/
-  any/nested/folders/<name>.{jpg,jpeg,png,webp}   (extensions matched case-insensitively)
+  any/nested/folders/<name>.{jpg,jpeg,png,tif,tiff,bmp,webp,gif,avif,...}   (case-insensitive)
 ```
+
+The default extensions are :data:`segmend.datamodules.image_io.IMAGE_EXTENSIONS`, the photo
+formats this installation of Pillow reads. Images are read by
+:func:`segmend.datamodules.image_io.read_image`, as people see them: EXIF orientation applied (so
+``image_size`` in a batch, and predictions written back at the original size, are the upright
+sizes), 16-bit images scaled to 8 bits, transparency composited over white.
 
 Ids are the POSIX path of the file relative to ``root``, extension included (``street/0001.jpg``).
 Including the extension keeps ``a.jpg`` and ``a.png`` of one folder apart, and an id never changes
 when other files are added to the pool; ids do not depend on where the pool lives or on the
-machine. Files are served in the sorted order of their ids. Other files (``.txt``, ``.json``, ...)
-are ignored.
+machine. Files are served in the sorted order of their ids. Files with other extensions (``.txt``,
+``.heic``, ...) are not read; they are counted by extension, with examples, in
+:attr:`PoolReport.other_files`, and a warning names the image formats among them (e.g. HEIC
+photos, which Pillow cannot read without a plugin: convert them to JPEG).
 
 Unreadable files (corrupt, truncated, zero-byte, not an image) are found when the pool is scanned,
 left out and listed with their reason in :attr:`ImageFolderPool.report`. Scanning decodes every
@@ -34,16 +42,23 @@ from typing import Any, Literal
 import albumentations as A
 import cv2
 import torch
-from PIL import Image, UnidentifiedImageError
 from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_image_size
 from segmend.datamodules.seeding import loader_generator
 from segmend.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_sample
 from segmend.datamodules.voc import missing_data_error
-from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError, read_image
+from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 SECTION = "Unlabeled image pools"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+#: Extensions of image formats people have (some of which Pillow cannot read without a plugin,
+#: e.g. HEIC); files with them left out of a pool are pointed out in a warning besides the report.
+PHOTO_EXTENSIONS = frozenset(
+    {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".svg"}
+    | {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+)
+#: Example paths kept per extension in :attr:`PoolReport.other_files`.
+NUM_EXAMPLES = 3
 SIZE_MULTIPLE = 32
 LOAD_FAILURE = "failed when loaded after passing the scan"
 
@@ -60,6 +75,8 @@ class PoolReport:
         num_images: Images served by the pool: files that passed the scan, less those that failed
             when loaded later (in the main process; see :meth:`ImageFolderPool.__getitem__`).
         skipped: ``(path relative to root, reason)`` of each unreadable file, in the order found.
+        other_files: Files not read because of their extension: lower-case extension (``""`` for
+            none) -> ``(count, up to 3 example paths relative to root)``, sorted by extension.
 
     """
 
@@ -67,6 +84,7 @@ class PoolReport:
     verify: str
     num_images: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    other_files: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
 
     @property
     def num_skipped(self) -> int:
@@ -81,7 +99,23 @@ class PoolReport:
             "num_images": self.num_images,
             "num_skipped": self.num_skipped,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
+            "other_files": [
+                {"extension": ext, "count": count, "examples": list(examples)}
+                for ext, (count, examples) in self.other_files.items()
+            ],
         }
+
+    def describe_other_files(self) -> str:
+        """The files left out by extension, e.g. ``"4 .heic (a.heic, b.heic, c.heic, ...), 1 .txt (notes.txt)"``."""
+        return describe_files_by_extension(self.other_files)
+
+
+def describe_files_by_extension(files: dict[str, tuple[int, list[str]]]) -> str:
+    """One line for files counted by extension: ``extension -> (count, example paths)``."""
+    return ", ".join(
+        f"{count} {ext or '(no extension)'} ({', '.join(examples)}{', ...' if count > len(examples) else ''})"
+        for ext, (count, examples) in files.items()
+    )
 
 
 def check_image_file(path: Path, verify: Literal["decode", "header"] = "decode") -> str | None:
@@ -89,26 +123,22 @@ def check_image_file(path: Path, verify: Literal["decode", "header"] = "decode")
 
     Args:
         path: The file.
-        verify: ``"decode"`` opens and fully decodes the file; ``"header"`` only identifies its
-            format and size (truncated or corrupt pixel data goes unnoticed).
+        verify: ``"decode"`` reads the file as the pool will (:func:`~segmend.datamodules.image_io.read_image`:
+            decoded in full, oriented, converted); ``"header"`` only identifies its format and size
+            (truncated or corrupt pixel data goes unnoticed).
 
     Returns:
-        A reason such as ``"empty file (0 bytes)"``, or ``None``.
+        A reason such as ``"empty file (0 bytes)"``, ``"not an image: ..."`` or ``"corrupt or
+        truncated: ..."``, or ``None``.
 
     """
     try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        with Image.open(path) as img:
-            if verify == "decode":
-                img.load()
-            width, height = img.size
-    except UnidentifiedImageError:
-        return "not an image: Pillow cannot identify the file's format"
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types on corrupt data; any of them means skip
-        return f"corrupt or truncated: {type(err).__name__}: {err}"
-    if width == 0 or height == 0:
-        return f"image of size {width}x{height}"
+        if verify == "decode":
+            read_image(path)
+        else:
+            read_image_size(path)
+    except ImageReadError as err:
+        return err.reason
     return None
 
 
@@ -164,7 +194,8 @@ class ImageFolderPool(Dataset):
         root: Folder of the pool; searched recursively (symbolic links to folders are not followed).
         transform: Callable ``(image, mask, box_mask, id) -> sample``; ``None`` uses the eval
             transform (normalise, pad to a multiple of 32).
-        extensions: File extensions read as images, matched case-insensitively.
+        extensions: File extensions read as images, matched case-insensitively; the default is
+            every photo format Pillow reads here. Other files are listed in :attr:`report`.
         verify: Scan check: ``"decode"`` decodes every file in full (catches truncated and corrupt
             files; a few ms per small image), ``"header"`` reads only headers.
 
@@ -193,10 +224,11 @@ class ImageFolderPool(Dataset):
         expected = f"a folder tree of images ({', '.join(self.extensions)})"
         if not self.root.is_dir():
             raise missing_data_error(self.root, expected, SECTION)
-        candidates = self._find_files()
+        candidates, other_files = self._find_files()
         if not candidates:
-            raise missing_data_error(self.root, f"{expected}; the folder holds none", SECTION)
-        self.report = PoolReport(root=str(self.root), verify=verify)
+            held = f" (only {describe_files_by_extension(other_files)})" if other_files else ""
+            raise missing_data_error(self.root, f"{expected}; the folder holds none{held}", SECTION)
+        self.report = PoolReport(root=str(self.root), verify=verify, other_files=other_files)
         self.ids: list[str] = []
         for sample_id in candidates:
             path = self.root / sample_id
@@ -220,15 +252,30 @@ class ImageFolderPool(Dataset):
                 self.report.num_skipped,
                 len(candidates),
             )
+        unread = {ext: v for ext, v in other_files.items() if ext in PHOTO_EXTENSIONS}
+        if unread:
+            log.warning(
+                "Image pool %s: left out %s: images of a format not read (extensions: %s). Convert them to "
+                "JPEG or PNG, or pass their extension in `extensions` if Pillow reads them; see the pool report.",
+                self.root,
+                describe_files_by_extension(unread),
+                ", ".join(self.extensions),
+            )
 
-    def _find_files(self) -> list[str]:
-        """Ids (relative POSIX paths) of the files with an image extension, sorted."""
-        found = []
+    def _find_files(self) -> tuple[list[str], dict[str, tuple[int, list[str]]]]:
+        """Ids (relative POSIX paths) of the files with an image extension, sorted; the others by extension."""
+        found: list[str] = []
+        others: dict[str, list[str]] = {}
         for dirpath, _dirnames, filenames in os.walk(self.root):
             for name in filenames:
-                if os.path.splitext(name)[1].lower() in self.extensions:
-                    found.append((Path(dirpath) / name).relative_to(self.root).as_posix())
-        return sorted(found)
+                rel = (Path(dirpath) / name).relative_to(self.root).as_posix()
+                ext = os.path.splitext(name)[1].lower()
+                if ext in self.extensions:
+                    found.append(rel)
+                else:
+                    others.setdefault(ext, []).append(rel)
+        other_files = {ext: (len(paths), sorted(paths)[:NUM_EXAMPLES]) for ext, paths in sorted(others.items())}
+        return sorted(found), other_files
 
     def __len__(self) -> int:
         return len(self.ids)

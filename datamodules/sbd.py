@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 from scipy.io import loadmat
+from segmend.datamodules.image_io import read_image_size
 from segmend.datamodules.voc import (
     SECTION,
     VOC_CLASSES,
@@ -40,7 +41,7 @@ from segmend.datamodules.voc import (
     missing_data_error,
     read_split_ids,
 )
-from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, read_image, read_index_mask
+from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, read_index_mask
 
 SBD_SPLITS = ("train", "val")
 
@@ -412,6 +413,6 @@ class VOCAugDataset(VOCSegmentationDataset):
                 f"{self.annotation_path(sample_id)}{alternative}."
             )
         if image_shape is None:
-            image_shape = read_image(self.image_path(sample_id)).shape[:2]
+            image_shape = read_image_size(self.image_path(sample_id))
         instances, categories = read_sbd_instances(inst)
         return instance_boxes(instances, categories, self.num_classes, inst, image_shape)

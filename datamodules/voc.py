@@ -21,13 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.image_io import check_label_orientation, read_image
 from segmend.datamodules.voc_format import (
     IGNORE_INDEX,
     BoxAnnotation,
     DataFormatError,
     box_mask,
     parse_voc_xml,
-    read_image,
     read_index_mask,
 )
 from torch.utils.data import Dataset
@@ -252,11 +252,14 @@ class VOCSegmentationDataset(Dataset):
         """Read and check the mask of ``sample_id`` (see :func:`check_mask`).
 
         Raises:
-            DataFormatError: If the mask is missing, of another size than the image, or holds
-                values that are neither classes nor the ignore label.
+            DataFormatError: If the mask is missing, of another size than the image (saying so
+                when it fits the raw pixels of an EXIF-rotated image), or holds values that are
+                neither classes nor the ignore label.
 
         """
         mask, path = self.read_mask(sample_id)
+        if mask.shape != tuple(image_shape):
+            check_label_orientation(path, mask.shape, self.image_path(sample_id), image_shape)
         return check_mask(mask, path, image_shape, self.num_classes)
 
     def boxes(self, sample_id: str, image_shape: tuple[int, int] | None = None) -> list[BoxAnnotation]:

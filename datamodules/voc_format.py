@@ -1,5 +1,8 @@
 """Reading and writing the PASCAL VOC on-disk format: palette PNG masks and XML annotations.
 
+Input images are read by :func:`segmend.datamodules.image_io.read_image` (re-exported here as
+``read_image``); masks by :func:`read_index_mask`, never through the image reader.
+
 Facts the format relies on: masks are palette ('P') PNGs whose pixel values are class indices
 (255 marks the unlabeled band); converting them to RGB destroys the indices. XML boxes are
 1-based and inclusive; a ``person`` object may nest ``part`` boxes, which are not objects.
@@ -14,6 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+# DataFormatError and the reader of input images live in image_io (oriented, 8-bit, alpha composited);
+# they are re-exported here, where every reader has imported them from.
+from segmend.datamodules.image_io import DataFormatError as DataFormatError
+from segmend.datamodules.image_io import read_image as read_image
 
 IGNORE_INDEX = 255
 
@@ -42,30 +50,6 @@ class BoxAnnotation:
     xmax: int
     ymax: int
     difficult: bool = False
-
-
-class DataFormatError(ValueError):
-    """A data file does not have the content its format requires."""
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB.
-
-    Raises:
-        DataFormatError: If the file is missing, unreadable or truncated.
-
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError as err:
-        raise DataFormatError(f"Image file not found: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataFormatError(
-            f"Cannot decode image {path}: {err}. The file is corrupt or truncated; "
-            "re-extract it from the dataset archive."
-        ) from err
 
 
 def read_index_mask(path: Path) -> np.ndarray:

@@ -215,3 +215,89 @@ def test_segmend_predict_on_the_pool(pool_root: Path, tmp_path: Path, monkeypatc
     written = json.loads(report.read_text())
     assert {s["path"] for s in written["skipped"]} == set(BAD)
     assert written["num_images"] == 6
+
+
+# ---------------------------------------------------------------- people's photos
+
+
+def make_photo_pool(root: Path) -> Path:
+    """Files as people have them: a phone JPEG with EXIF orientation 6, 16-bit PNG, RGBA, TIFF, BMP, others."""
+    root.mkdir(parents=True)
+    upright = Image.new("RGB", (60, 40), (0, 0, 255))  # raw 60x40 (WxH); red top-left corner
+    upright.paste((255, 0, 0), (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.save(root / "phone.JPG", exif=exif, quality=95)
+    Image.fromarray(np.full((20, 30), 32768, dtype=np.uint16)).save(root / "grey16.png")
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)  # fully transparent black
+    Image.fromarray(rgba, "RGBA").save(root / "clear.png")
+    rgb = np.random.default_rng(3).integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(root / "scan.TIF", format="TIFF")
+    Image.fromarray(rgb).save(root / "paint.bmp", format="BMP")
+    for name in ("IMG_1.HEIC", "IMG_2.heic", "sub/IMG_3.heic", "sub/IMG_4.heic"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "notes.txt").write_text("sidecar")
+    (root / "README").write_text("no extension")
+    (root / "broken.tiff").write_bytes(b"II*\x00" + b"\xff" * 20)
+    return root
+
+
+def test_pool_reads_photos_as_people_see_them(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    pool = ImageFolderPool(make_photo_pool(tmp_path / "photos"))
+    assert pool.ids == ["clear.png", "grey16.png", "paint.bmp", "phone.JPG", "scan.TIF"]
+    report = pool.report
+    assert report.num_images == 5 and [p for p, _ in report.skipped] == ["broken.tiff"]
+    assert report.skipped[0][1].startswith(("corrupt or truncated", "not an image"))
+    assert report.other_files == {
+        "": (1, ["README"]),
+        ".heic": (4, ["IMG_1.HEIC", "IMG_2.heic", "sub/IMG_3.heic"]),
+        ".txt": (1, ["notes.txt"]),
+    }
+    assert report.to_dict()["other_files"][1] == {
+        "extension": ".heic",
+        "count": 4,
+        "examples": ["IMG_1.HEIC", "IMG_2.heic", "sub/IMG_3.heic"],
+    }
+    (warning,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert "4 .heic (IMG_1.HEIC, IMG_2.heic, sub/IMG_3.heic, ...)" in warning  # image formats: also a warning
+    assert "notes.txt" not in warning and "README" not in warning  # other files: only in the report
+
+    phone = pool[pool.ids.index("phone.JPG")]
+    assert phone["image_size"].tolist() == [60, 40]  # oriented (H, W): predictions are written back upright
+    assert phone["content_size"].tolist() == [60, 40]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    pixels = phone["image"][:, :60, :40] * std[:, None, None] + mean[:, None, None]
+    assert pixels[:, 4, 35].tolist() == pytest.approx([1.0, 0.0, 0.0], abs=0.06)  # red corner now top-right
+    assert pixels[:, 4, 4].tolist() == pytest.approx([0.0, 0.0, 1.0], abs=0.06)
+    grey = pool[pool.ids.index("grey16.png")]["image"][:, :20, :30] * std[:, None, None] + mean[:, None, None]
+    assert grey.mean().item() * 255 == pytest.approx(128, abs=1)  # scaled by 16 bits, not clipped to white
+    clear = pool[pool.ids.index("clear.png")]["image"][:, :16, :16] * std[:, None, None] + mean[:, None, None]
+    assert clear.min().item() == pytest.approx(1.0, abs=1e-3)  # transparent pixels over white
+    assert pool[pool.ids.index("scan.TIF")]["image_size"].tolist() == [24, 36]
+
+    header = ImageFolderPool(tmp_path / "photos", verify="header")
+    assert "phone.JPG" in header.ids
+
+
+def test_pool_datamodule_reports_oriented_sizes_and_other_files(tmp_path: Path):
+    root = make_photo_pool(tmp_path / "photos")
+    report_path = tmp_path / "report.json"
+    dm = ImageFolderPoolDataModule(root=str(root), class_names=["a", "b"], image_size=32, report_path=str(report_path))
+    dm.setup("predict")
+    sizes = {
+        i: s.tolist()
+        for batch in dm.predict_dataloader()
+        for i, s in zip(batch["id"], batch["image_size"], strict=True)
+    }
+    assert sizes["phone.JPG"] == [60, 40]
+    written = json.loads(report_path.read_text())
+    assert [o["extension"] for o in written["other_files"]] == ["", ".heic", ".txt"]
+    assert written["skipped"][0]["path"] == "broken.tiff"
+
+
+def test_folder_of_unread_formats_says_what_it_holds(tmp_path: Path):
+    (tmp_path / "heic").mkdir()
+    (tmp_path / "heic/IMG_1.heic").write_bytes(b"\x00")
+    with pytest.raises(FileNotFoundError, match=r"the folder holds none \(only 1 \.heic \(IMG_1\.heic\)\)"):
+        ImageFolderPool(tmp_path / "heic")
