@@ -13,6 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
+from segmend.datamodules.image_io import IMAGE_EXTENSIONS
 from segmend.datamodules.voc_format import voc_palette, write_palette_mask
 from torch import Tensor
 from torch.nn import functional as F
@@ -20,7 +21,6 @@ from torch.nn import functional as F
 from segmend.viz import blend, colorize, denormalize
 
 #: Extensions removed from sample ids to name the written files (``street/0001.jpg`` -> ``street/0001.png``).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 LABELS, OVERLAYS, PROBS = "labels", "overlays", "probs"
 
 
@@ -222,7 +222,7 @@ class SegmentationPredictionWriter(BasePredictionWriter):
                 "ids of that form."
             )
         keep = self._keep_suffix[dataloader_idx] if dataloader_idx < len(self._keep_suffix) else set()
-        if path.suffix.lower() in IMAGE_SUFFIXES and _stem(sample_id) not in keep:
+        if path.suffix.lower() in IMAGE_EXTENSIONS and _stem(sample_id) not in keep:
             path = path.with_suffix("")
         if getattr(self, "_num_loaders", 1) > 1:
             path = PurePosixPath(f"dataloader_{dataloader_idx}") / path
@@ -324,7 +324,7 @@ def _restore(
 
 def _stem(sample_id: str) -> str:
     path = PurePosixPath(sample_id)
-    return str(path.with_suffix("")) if path.suffix.lower() in IMAGE_SUFFIXES else sample_id
+    return str(path.with_suffix("")) if path.suffix.lower() in IMAGE_EXTENSIONS else sample_id
 
 
 def _colliding_stems(dataset: Any) -> set[str]:
