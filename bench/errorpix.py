@@ -191,6 +191,47 @@ def evaluate(module: LightningModule, data: SyntheticDataModule) -> dict[str, An
     return result
 
 
+#: The predictions :func:`diagnose` scores, by name.
+DIAGNOSES = {
+    "semantic": "semantic branch",
+    "detail": "detail branch alone",
+    "predicted_errors": "Eq. 5 with the predicted error mask (P_ep > t)",
+    "true_errors": "Eq. 5 with the true error mask (a perfect error branch)",
+    "average": "average of both branches' probabilities",
+}
+
+
+@torch.no_grad()
+def diagnose(module: ErrorPixelModule, data: SyntheticDataModule) -> dict[str, float]:
+    """Test-set mIoU of each way to combine a trained error-pixel module's branches (:data:`DIAGNOSES`).
+
+    Where a fusion's gain or loss comes from: how good the detail branch is on its own, what the
+    fusion gives with the error mask the error branch predicts, and what it would give with the
+    true error mask.
+    """
+    module.eval()
+    template = segmentation_metrics(module.num_classes, module.ignore_index, module.class_names)
+    metrics = {name: template.clone() for name in DIAGNOSES}
+    data.setup("test")
+    for batch in data.test_dataloader():
+        image, target = batch["image"], batch["mask"]
+        outputs = module.cascade(image)
+        semantic, detail = outputs.semantic_logits.argmax(dim=1), outputs.detail_logits.argmax(dim=1)
+        wrong = (semantic != target) & (target != module.ignore_index)  # (B, H, W) Eq. 1
+        flagged = outputs.error_prob[:, 0] > module.hparams.threshold  # (B, H, W) Eq. 4
+        average = outputs.semantic_probs + outputs.detail_logits.softmax(dim=1)
+        labels = {
+            "semantic": semantic,
+            "detail": detail,
+            "predicted_errors": torch.where(flagged, detail, semantic),
+            "true_errors": torch.where(wrong, detail, semantic),
+            "average": average.argmax(dim=1),
+        }
+        for name, predicted in labels.items():
+            metrics[name].update(predicted, target)
+    return {name: float(metric.compute()["mIoU"]) for name, metric in metrics.items()}
+
+
 def load_json(path: Path) -> dict[str, Any]:
     """A results file, or an empty dict when there is none yet."""
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -296,6 +337,21 @@ class SeedRuns:
         fit(module, self.data, self.folder / variant, **trainer_kwargs(regime.semantic_steps))
         self.record(variant, evaluate(module, self.test), started)
 
+    def diagnose(self, variant: str) -> None:
+        """Store :func:`diagnose` of a trained error-pixel variant under ``diagnostics`` (skipped when done or untrained)."""
+        done = self.results.setdefault("diagnostics", {})
+        final = self.folder / variant / "detail" / "final.ckpt"
+        if variant in done or not final.is_file():
+            return
+        options = {"detail_pixels": "all", "fusion": "average"} if variant == "bagging" else {}
+        threshold = 0.7 if variant == "bagging" else float(variant.removeprefix("ours_t"))
+        module = self.build_error_pixel(threshold, **options)
+        module.load_state_dict(read_weights(final, prefix="").state_dict)
+        done[variant] = diagnose(module, self.test)
+        done[variant]["code"] = code_state()
+        save_json(self.results, self.json_path)
+        print(f"seed {self.seed} {variant} diagnosed: {done[variant]}", flush=True)
+
     def run(self, variants: list[str]) -> None:
         """Run the variants not yet in the JSON, the semantic branch and ``ours_t0.7`` first."""
         order = ["semantic", OURS, "bagging", "gau_decoder", "hard_mining", "layer_cascade"]
@@ -311,6 +367,8 @@ class SeedRuns:
                 self.error_pixel(variant, detail_pixels="all", fusion="average")
             else:
                 self.decoder_baseline(variant)
+        for variant in (OURS, "bagging"):
+            self.diagnose(variant)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -438,6 +496,32 @@ def curve_rows(runs: dict[str, dict[str, Any]], regime: Regime) -> list[str]:
     return rows
 
 
+def diagnosis_rows(folder: Path) -> list[str]:
+    """Each way to combine the trained branches (:func:`diagnose`), and the paired gaps between them."""
+    found = {seed: load_json(folder / f"seed{seed}.json").get("diagnostics", {}) for seed in load_runs(folder)}
+    found = {seed: d for seed, d in found.items() if OURS in d and "bagging" in d}
+    if not found:
+        return []
+    rows = ["| prediction | the branches of ours (t = 0.7) | the branches of bagging |", "|---|---|---|"]
+    for name, label in DIAGNOSES.items():
+        cells = [mean_std([d[variant][name] for d in found.values()]) for variant in (OURS, "bagging")]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows += ["", f"Paired over {len(found)} seeds (ours' branches unless named):", ""]
+    pairs = (
+        ("true_errors", "predicted_errors", "Eq. 5 with the true error mask", "Eq. 5 with the predicted one"),
+        ("average", "predicted_errors", "averaging ours' two branches", "Eq. 5 with the predicted mask"),
+        ("detail", "semantic", "ours' detail branch alone", "the semantic branch"),
+    )
+    for subject, baseline, subject_label, baseline_label in pairs:
+        gaps = [100 * (d[OURS][subject] - d[OURS][baseline]) for d in found.values()]
+        rows.append(f"- {difference_cell(gaps, subject_label, baseline_label)[1]}.")
+    gaps = [100 * (d["bagging"]["detail"] - d[OURS]["detail"]) for d in found.values()]
+    rows.append(
+        f"- {difference_cell(gaps, 'the detail branch trained on all pixels', 'the one trained on P_ep > t')[1]}."
+    )
+    return rows
+
+
 def timing_rows(timing: dict[str, Any] | None) -> list[str]:
     """Each branch's time per image and its ratio to the semantic branch, with 95% intervals over rounds."""
     if not timing:
@@ -519,6 +603,7 @@ def write_report(args: argparse.Namespace, regime: Regime) -> None:
         if sentence:
             sentences.append(f"- {sentence}.")
     lines += ["", "Computed from the intervals above:", "", *sentences]
+    lines += ["", "## Where the differences come from", "", *diagnosis_rows(args.results)]
     lines += ["", "## Inference time of the branches", "", *timing_rows(load_json(args.results / "timing.json")), ""]
     lines += ["Seconds per run (training and evaluation, mean over seeds):", ""]
     variants = sorted({name for v in runs.values() for name in v})
