@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
+from segmend.datamodules.extra_labels import LabelledFile, LabelledFilesDataset, batch_split
 from segmend.datamodules.seeding import (
     EpochShuffleSampler,
     LazyStartDataLoader,
@@ -95,6 +97,8 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         self.train_sample = partial(to_sample, self.train_augmentation)
         self.eval_sample = partial(to_sample, eval_transform())
         self.datasets: dict[str, Dataset] = {}
+        self.extra_labelled: dict[str, LabelledFile] = {}
+        self.extra_per_batch: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -175,20 +179,68 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """The main process's global RNG states (torch, numpy, random, CUDA), stored in checkpoints.
+        """The main process's global RNG states (torch, numpy, random, CUDA) and the extra labelled images.
 
-        Lightning does not checkpoint them; restoring them when a fit resumes from an epoch-end
-        checkpoint gives the model the random stream (dropout) the uninterrupted fit had.
+        Lightning does not checkpoint the RNG states; restoring them when a fit resumes from an
+        epoch-end checkpoint gives the model the random stream (dropout) the uninterrupted fit had.
         """
-        return {"rng": rng_state()}
+        extra = {key: list(files) for key, files in self.extra_labelled.items()}
+        return {"rng": rng_state(), "extra_labelled": extra, "extra_per_batch": self.extra_per_batch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the RNG states of :meth:`state_dict` (checkpoints without them are accepted)."""
+        """Restore :meth:`state_dict` (checkpoints without some of its keys are accepted)."""
         if "rng" in state_dict:
             set_rng_state(state_dict["rng"])
+        if state_dict.get("extra_labelled"):
+            self.add_labelled(state_dict["extra_labelled"], state_dict.get("extra_per_batch"))
 
-    def train_dataloader(self) -> DataLoader:  # noqa: D102
-        return self._loader(self.dataset("train", True), self.batch_size, shuffle=True)
+    def add_labelled(self, entries: Mapping[str, LabelledFile], per_batch: int | None = None) -> None:
+        """Add labelled images (e.g. MAD's counterexamples) to the training data, mixed into every batch.
+
+        Every training batch then holds ``per_batch`` of them (``None``: their share of the union,
+        at least one) and original training samples for the rest; the two loaders are cycled
+        together (an epoch is the longer one). Adding an id again replaces its files.
+
+        Args:
+            entries: ``id -> (image path, label path)``; labels are index PNGs (255 = ignore).
+            per_batch: Extra samples per batch, in [1, batch_size - 1].
+
+        Raises:
+            ValueError: If ``per_batch`` does not fit the batch size.
+
+        """
+        if per_batch is not None:
+            batch_split(self.batch_size, 1, 1, per_batch)  # checks it
+        self.extra_labelled.update({key: (str(image), str(label)) for key, (image, label) in entries.items()})
+        self.extra_per_batch = per_batch
+        self.datasets.pop("extra:train", None)
+
+    def extra_dataset(self) -> Dataset:
+        """The extra labelled images as a training dataset (with training augmentation)."""
+        if "extra:train" not in self.datasets:
+            self.datasets["extra:train"] = LabelledFilesDataset(
+                self.extra_labelled, self.num_classes, self.train_sample
+            )
+        return self.datasets["extra:train"]
+
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """The training loader; with extra labelled images, ``{"train": ..., "extra": ...}`` cycled together."""
+        train = self.dataset("train", True)
+        if not self.extra_labelled:
+            return self._loader(train, self.batch_size, shuffle=True)
+        own, extra = batch_split(self.batch_size, len(train), len(self.extra_labelled), self.extra_per_batch)
+        return {
+            "train": self._loader(train, own, shuffle=True),
+            "extra": self._loader(self.extra_dataset(), extra, shuffle=True, stream="extra"),
+        }
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Concatenate the two parts of a mixed training batch (original samples first)."""
+        if isinstance(batch, dict) and set(batch) == {"train", "extra"}:
+            from segmend.datamodules.semisup import merge_batches
+
+            return merge_batches([batch["train"], batch["extra"]])
+        return batch
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
         return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False)

@@ -27,7 +27,7 @@ import segmend.modules
 from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
 from segmend.cli_hints import hint_for
 from segmend.precision import auto_precision
-from segmend.runs import ResumePolicy, has_training_stages, run_stages
+from segmend.runs import ResumePolicy, run_stages, stages_of
 
 SHORT_NAMES = tuple(
     sorted(
@@ -250,20 +250,27 @@ class SegmendCLI(LightningCLI):
     def fit(self, model: LightningModule, datamodule: LightningDataModule | None = None, **kwargs: Any) -> None:
         """``trainer.fit``, or the stage runner for a module with training stages.
 
-        Dispatches on the :class:`~segmend.runs.HasTrainingStages` protocol, never on a class.
+        Dispatches on protocols, never on a class: a module with ``training_stages(datamodule)``
+        (:class:`~segmend.runs.HasTrainingStages`) or a trainer callback with
+        ``training_stages(module, datamodule, run_dir)`` (:class:`~segmend.runs.HasCallbackStages`,
+        e.g. :class:`~segmend.callbacks.MADTroubleshooting`).
 
         Raises:
-            SystemExit: With status 1 when a stage's Trainer returned from ``fit`` as interrupted.
+            SystemExit: With status 1 when a stage's Trainer returned from ``fit`` as interrupted;
+                a run stopped on purpose (:class:`~segmend.runs.StopRun`, e.g. MAD waiting for
+                people) returns normally after printing what to do.
 
         """
-        if not has_training_stages(model):
+        run_dir = Path(self.trainer.default_root_dir)
+        with user_errors():
+            stages = stages_of(model, datamodule, run_dir, self.trainer.callbacks)
+        if stages is None:
             self.trainer.fit(model, datamodule=datamodule, **kwargs)
             return
-        run_dir = Path(self.trainer.default_root_dir)
         self.save_run_config(run_dir / "config.yaml")
         config_init = self.config_init.get(self.subcommand, self.config_init)
         run = run_stages(
-            model.training_stages(datamodule),
+            stages,
             datamodule,
             run_dir=run_dir,
             trainer_factory=self.stage_trainer,
@@ -272,6 +279,10 @@ class SegmendCLI(LightningCLI):
         )
         if run.trainer is not None:
             self.trainer = run.trainer  # after_fit reports the last stage's scores
+        if run.stopped is not None:
+            if rank_zero_only.rank == 0:
+                print(f"segmend: the run stopped: {run.stopped}")
+            return
         if not run.completed:  # the runner printed which stage and how to resume; a script must not go on
             raise SystemExit(1)
 

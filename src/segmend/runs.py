@@ -56,6 +56,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 RESUME_HINT = "re-run the same command to resume it"
 
 
+class StopRun(Exception):  # noqa: N818 - a request, not an error
+    """Raised from a stage (e.g. a callback's ``setup``) to stop the run cleanly, e.g. while waiting for people.
+
+    :func:`run_stages` catches it, marks the stage ``"stopped"`` (not done: a re-run starts it
+    again), logs the message (what to do and where) and returns; ``RunResult.stopped`` holds the message.
+    """
+
+
 @dataclass
 class ResumePolicy:
     """How often a training stage writes the checkpoint a re-run resumes from (``last.ckpt``).
@@ -213,11 +221,12 @@ class RunResult:
 
     stages: list[StageResult]
     trainer: Trainer | None
+    stopped: str | None = None
 
     @property
     def completed(self) -> bool:
-        """Whether every stage is done."""
-        return all(stage.status != "interrupted" for stage in self.stages)
+        """Whether every stage is done (none was interrupted and the run was not stopped)."""
+        return self.stopped is None and all(stage.status != "interrupted" for stage in self.stages)
 
 
 @runtime_checkable
@@ -233,6 +242,52 @@ class HasTrainingStages(Protocol):
 def has_training_stages(module: object) -> bool:
     """Whether ``module`` trains in stages (has a callable ``training_stages``)."""
     return callable(getattr(module, "training_stages", None))
+
+
+@runtime_checkable
+class HasCallbackStages(Protocol):
+    """A callback that turns a fit into a sequence of fits (e.g. MAD's rounds)."""
+
+    def training_stages(
+        self, module: LightningModule, datamodule: LightningDataModule | None, run_dir: Path
+    ) -> Iterable[Stage] | Generator[Stage, StageResult, None]:
+        """The stages of ``module`` in the run folder ``run_dir``; a generator is sent each stage's result."""
+
+
+def stage_callback(callbacks: object) -> Any | None:
+    """The callback among ``callbacks`` (a list, one callback or ``None``) that has ``training_stages``.
+
+    Raises:
+        ValueError: If more than one has.
+
+    """
+    found = [c for c in (callbacks if isinstance(callbacks, list | tuple) else [callbacks]) if has_training_stages(c)]
+    if len(found) > 1:
+        names = ", ".join(type(c).__name__ for c in found)
+        raise ValueError(f"Several callbacks make the fit a sequence of stages ({names}); keep one.")
+    return found[0] if found else None
+
+
+def stages_of(
+    model: LightningModule, datamodule: LightningDataModule | None, run_dir: Path, callbacks: object = None
+) -> Iterable[Stage] | None:
+    """The stages of a fit: the module's own, a stage callback's, or ``None`` for a single plain fit.
+
+    Raises:
+        ValueError: If both the module and a callback have stages.
+
+    """
+    callback = stage_callback(callbacks)
+    if callback is not None and has_training_stages(model):
+        raise ValueError(
+            f"{type(model).__name__} trains in stages and the callback {type(callback).__name__} makes stages "
+            "of its own; use one of them."
+        )
+    if callback is not None:
+        return callback.training_stages(model, datamodule, Path(run_dir))
+    if has_training_stages(model):
+        return model.training_stages(datamodule)
+    return None
 
 
 TrainerFactory = Callable[..., Trainer]
@@ -379,7 +434,13 @@ def run_stages(
         rank_zero_info(
             f"segmend: stage {number} '{stage.name}'{about}" + (f", resuming from {resume}" if resume else "")
         )
-        trainer.fit(stage.module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        try:
+            trainer.fit(stage.module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        except StopRun as stop:
+            _finish_wandb()
+            rank_zero_info(f"segmend: stage '{stage.name}' stopped: {stop}")
+            results.append(StageResult(stage.name, "stopped", None, resume, {}, stage.module))
+            return RunResult(results, trainer, stopped=str(stop))
         _finish_wandb()
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if trainer.interrupted:
@@ -410,8 +471,11 @@ def fit(
 ) -> RunResult:
     """The Python entry point: run ``model``'s stages when it has them, else one resumable stage ``fit``.
 
-    Dispatches on the :class:`HasTrainingStages` protocol, never on a class. A re-run with the same
-    ``run_dir`` resumes.
+    Dispatches on protocols, never on a class: a module with ``training_stages(datamodule)``
+    (:class:`HasTrainingStages`), or a callback in ``trainer_kwargs["callbacks"]`` with
+    ``training_stages(module, datamodule, run_dir)`` (:class:`HasCallbackStages`, e.g.
+    :class:`~segmend.callbacks.MADTroubleshooting`: ``fit(model, dm, "runs/mad", callbacks=[mad])``
+    runs the whole troubleshooting loop). A re-run with the same ``run_dir`` resumes.
 
     Args:
         model: The module to train.
@@ -426,8 +490,7 @@ def fit(
         The run's results.
 
     """
-    if has_training_stages(model):
-        stages: Iterable[Stage] = model.training_stages(datamodule)
-    else:
+    stages = stages_of(model, datamodule, Path(run_dir), trainer_kwargs.get("callbacks"))
+    if stages is None:
         stages = [Stage("fit", model, takes_ckpt_path=True)]
     return run_stages(stages, datamodule, run_dir, trainer_factory, ckpt_path, policy, trainer_kwargs)

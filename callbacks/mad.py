@@ -1,0 +1,510 @@
+"""``MADTroubleshooting``: the MAD loop (Wang et al. 2022, Algorithm 1) as a callback between fits.
+
+Put it in a Trainer's callbacks and run ``segmend fit`` (or :func:`segmend.runs.fit` with
+``callbacks=[mad]``): it turns the fit into the runner's stages (``docs/mad.md``, "The
+troubleshooting loop")::
+
+    mad_competitor_<j>_<arch>   competitors given as "Arch:encoder" specs, trained where missing
+    mad_target                  the target's initial training; at its end round 0 is mined
+    mad_round_<k>               fine-tuning on S (k = 1..rounds); at its end round k is mined
+    mad_complete_<rounds>       only when the last round still waits for people (no training)
+
+At the end of a round's fit (every rank): the pool statistics (sharded, gathered), M, weak scores,
+S and T, pixel labels of S and T, mIoU of every model on T; rank 0 writes each step to
+:class:`~segmend.mad.state.MADState`, every rank reads the same S. At the next fit's ``setup`` the
+steps still pending (people were not done) are completed, and S joins the training data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from segmend.callbacks.mad_pool import (
+    CompetitorCache,
+    PoolSource,
+    dataset_miou,
+    gather_records,
+    pool_statistics,
+    predict_maps,
+)
+
+from segmend.checkpoints import read_weights
+from segmend.mad import (
+    STRATEGIES,
+    ContentBounds,
+    PoolStats,
+    Selection,
+    acquire,
+    annotation_cost,
+    content_bounds_from_masks,
+    counterexample_set,
+    main_foreground_class,
+    out_of_domain,
+    select_candidates,
+    unbiased_test_set,
+)
+from segmend.mad.layout import MADLayout
+from segmend.mad.oracle import FileOracle, Oracle, SimulatedOracle
+from segmend.mad.state import MADState
+from segmend.optim import default_lr_scheduler, default_optimizer
+from segmend.runs import Stage, StageResult, StopRun
+
+STAGE_NAME = re.compile(r"mad_(?P<role>target|round|complete|competitor)(?:_(?P<index>\d+))?(?:_.*)?")
+ORACLES = ("files", "simulated")
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", spec).strip("-")
+
+
+class MADTroubleshooting(Callback):
+    """Mines the pool between fits, asks an oracle, adds the counterexamples S, fine-tunes; round after round.
+
+    Args:
+        competitors: Competing models: paths of SegmentationModule checkpoints, or ``"Arch:encoder"``
+            specs (e.g. ``"FPN:resnet18"``), trained first (random init, the target's classes,
+            optimizer and Trainer settings) where their checkpoint is missing.
+        pool_split: A split of the DataModule read as the pool (e.g. the synthetic data's ``"wild"``);
+            its labels are never read.
+        pool_root: Or a folder of images, read by :class:`~segmend.datamodules.ImageFolderPool`.
+        oracle: ``"files"`` (people answer through files in the run folder,
+            :class:`~segmend.mad.oracle.FileOracle`), ``"simulated"`` (the synthetic wild split's
+            ground truth, :meth:`SimulatedOracle.from_synthetic_wild`) or an :class:`Oracle`.
+        raters: Simulated raters.
+        noise_std: Simulated raters' noise (score units).
+        min_raters: Raters a file oracle waits for.
+        rounds: Fine-tuning rounds r (paper: 2); rounds 0..r are mined.
+        n3: Images per (competitor, role, class) subgroup in M (paper: 25).
+        n4: Size of S per round (paper: 100).
+        test_size: Size of T per round (paper: 30).
+        per_class: At most this many images of T per main foreground class (paper: 4).
+        bounds_statistic: Content bounds from the training labels: ``"quartiles"`` (the paper's),
+            ``"mean_std"``, or ``"none"`` (subgroups by predicted classes only, no size filter).
+        strategy: ``"mad"`` (Algorithm 1) or another of :data:`segmend.mad.STRATEGIES`
+            (``entropy``, ``random``, ...; no weak scores are asked then).
+        finetune_steps: Optimizer steps of each fine-tuning fit.
+        finetune_lr: Fine-tuning learning rate (SGD, momentum 0.9, weight decay 5e-4, poly decay
+            with power 0.9, the paper's settings after Chen et al.).
+        counterexamples_per_batch: Samples of S in each fine-tuning batch (``None``: S's share, at least 1).
+        run_dir: The run folder; ``None``: found from the Trainer (the parent of a ``mad_*`` stage
+            folder, else ``trainer.default_root_dir``).
+
+    Raises:
+        ValueError: For invalid arguments (the message says which and what to give).
+
+    """
+
+    def __init__(
+        self,
+        competitors: Sequence[str] = (),
+        pool_split: str | None = None,
+        pool_root: str | None = None,
+        oracle: str | Oracle = "files",
+        raters: int = 3,
+        noise_std: float = 0.5,
+        min_raters: int = 1,
+        rounds: int = 2,
+        n3: int = 25,
+        n4: int = 100,
+        test_size: int = 30,
+        per_class: int = 4,
+        bounds_statistic: Literal["quartiles", "mean_std", "none"] = "quartiles",
+        strategy: str = "mad",
+        finetune_steps: int = 200,
+        finetune_lr: float = 1e-3,
+        counterexamples_per_batch: int | None = None,
+        run_dir: str | None = None,
+    ) -> None:
+        if (pool_split is None) == (pool_root is None):
+            raise ValueError("Give exactly one of pool_split (a split of the DataModule) and pool_root (a folder).")
+        if isinstance(oracle, str) and oracle not in ORACLES:
+            raise ValueError(f"oracle must be one of {ORACLES} or an Oracle object; got {oracle!r}.")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {sorted(STRATEGIES)}; got {strategy!r}.")
+        if strategy == "mad" and not competitors:
+            raise ValueError("strategy 'mad' needs competitors: give checkpoint paths or 'Arch:encoder' specs.")
+        for name, value in {"rounds": rounds + 1, "n3": n3, "n4": n4, "test_size": test_size, "per_class": per_class,
+                            "finetune_steps": finetune_steps, "raters": raters}.items():  # fmt: skip
+            if value < 1:
+                raise ValueError(f"{name} must be positive; got {value if name != 'rounds' else rounds}.")
+        self.competitors = list(competitors)
+        self.pool_split = pool_split
+        self.pool_root = pool_root
+        self.oracle_spec = oracle
+        self.raters, self.noise_std, self.min_raters = raters, noise_std, min_raters
+        self.rounds, self.n3, self.n4 = rounds, n3, n4
+        self.test_size, self.per_class = test_size, per_class
+        self.bounds_statistic = bounds_statistic
+        self.strategy = strategy
+        self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
+        self.counterexamples_per_batch = counterexamples_per_batch
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self._oracle: Oracle | None = None
+        self._source: PoolSource | None = None
+        self._run_dir: Path | None = None
+
+    # ------------------------------------------------------------------ the stages (runner)
+    def competitor_stage_name(self, index: int, spec: str) -> str:
+        """Stage folder of a competitor trained from an ``"Arch:encoder"`` spec."""
+        return f"mad_competitor_{index}_{_slug(spec)}"
+
+    def competitor_checkpoints(self, run_dir: Path) -> list[tuple[str, Path]]:
+        """``(name, checkpoint)`` of every competitor (trained ones: the stage's ``final.ckpt`` or ``weights.ckpt``)."""
+        found = []
+        for j, spec in enumerate(self.competitors):
+            if spec.endswith(".ckpt") or Path(spec).is_file():
+                found.append((_slug(Path(spec).stem), Path(spec)))
+                continue
+            folder = run_dir / self.competitor_stage_name(j, spec)
+            final = folder / "final.ckpt"
+            found.append((_slug(spec), final if final.is_file() else folder / "weights.ckpt"))
+        return found
+
+    def training_stages(
+        self, module: LightningModule, datamodule: LightningDataModule | None, run_dir: Path
+    ) -> Generator[Stage, StageResult, None]:
+        """The loop's fits: competitors where missing, the target, ``rounds`` fine-tuning rounds (module doc)."""
+        from segmend.modules import SegmentationModule
+
+        run_dir = Path(self.run_dir or run_dir)
+        for j, spec in enumerate(self.competitors):
+            if spec.endswith(".ckpt") or Path(spec).is_file():
+                if not Path(spec).is_file():
+                    raise ValueError(f"competitor checkpoint {spec} does not exist; give the path of a .ckpt file.")
+                continue
+            arch, _, encoder = spec.partition(":")
+            shared = module.stage_module_arguments() if hasattr(module, "stage_module_arguments") else {}
+            competitor = SegmentationModule(arch=arch, encoder_name=encoder or "resnet18", **shared)
+            name = self.competitor_stage_name(j, spec)
+            yield Stage(
+                name, competitor, restore=partial(_keep_weights, run_dir / name), description=f"competitor {spec}"
+            )
+        yield Stage("mad_target", module, takes_ckpt_path=True, restore=_load_if_skipped, description="target")
+        for k in range(1, self.rounds + 1):
+            yield Stage(
+                f"mad_round_{k}",
+                module,
+                prepare=lambda _dm: self.use_finetune_optimizer(module),
+                trainer_overrides={"max_steps": self.finetune_steps, "max_epochs": -1},
+                restore=_load_if_skipped,
+                description=f"MAD round {k}: fine-tuning on S",
+            )
+        if not MADState(run_dir).reached(self.rounds, "evaluated"):
+            overrides = {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+            yield Stage(f"mad_complete_{self.rounds}", module, trainer_overrides=overrides,
+                        description=f"MAD round {self.rounds}: the steps people were not done with")  # fmt: skip
+
+    def use_finetune_optimizer(self, module: LightningModule) -> None:
+        """Fine-tune with SGD (momentum 0.9, weight decay 5e-4, ``finetune_lr``) and poly decay (the paper's)."""
+        if not hasattr(module, "optimizer_factory"):
+            rank_zero_warn(f"{type(module).__name__} has no optimizer_factory; fine-tuning keeps its optimizer.")
+            return
+        module.optimizer_factory = partial(default_optimizer, lr=self.finetune_lr)
+        module.lr_scheduler_factory = default_lr_scheduler
+
+    # ------------------------------------------------------------------ hooks
+    def _role(self, trainer: Trainer) -> tuple[str, int | None, Path]:
+        folder = Path(trainer.default_root_dir)
+        found = STAGE_NAME.fullmatch(folder.name)
+        if found is None:
+            return "user", None, Path(self.run_dir or folder)
+        index = found["index"]
+        return found["role"], None if index is None else int(index), Path(self.run_dir or folder.parent)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Complete the previous round's pending steps (or stop, waiting for people); S joins the training data."""
+        if stage != "fit":
+            return
+        role, index, run_dir = self._role(trainer)
+        self._run_dir = run_dir
+        if role == "competitor" or role == "target":
+            return
+        state = self._state(trainer, run_dir)
+        pending = {"round": (index or 1) - 1, "complete": index}.get(role, state.current_round)
+        if state.reached(pending, "mined") and not state.reached(pending, "evaluated"):
+            waiting = self.complete_round(trainer, pl_module, run_dir, pending)
+            if waiting:
+                raise StopRun(waiting)
+        state = MADState(run_dir)
+        if role == "round" and not state.reached(pending, "evaluated"):
+            raise StopRun(f"round {pending} of {run_dir / 'mad'} was not mined; re-run the previous stage.")
+        self.add_counterexamples(trainer, state)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Finish the round fine-tuned in this fit; mine the next one and take it as far as the oracle allows."""
+        role, index, run_dir = self._role(trainer)
+        if role in ("competitor", "complete"):
+            return
+        state = self._state(trainer, run_dir)
+        current = state.current_round
+        if role == "target":
+            own = 0
+        elif role == "round":
+            own = int(index or 0)
+        else:
+            own = current + 1 if state.reached(current, "evaluated") else current
+        if own == current + 1 and state.reached(current, "evaluated"):
+            if trainer.is_global_zero:
+                state.finish_round(current)
+            trainer.strategy.barrier("mad_finish_round")
+        elif own != current:
+            rank_zero_info(f"segmend MAD: round {own} is not the loop's current round ({current}); nothing mined.")
+            return
+        waiting = self.complete_round(trainer, pl_module, run_dir, own)
+        if waiting:
+            rank_zero_info(f"segmend MAD: {waiting}")
+
+    def add_counterexamples(self, trainer: Trainer, state: MADState) -> None:
+        """Give the DataModule S of every labelled round (image and label files)."""
+        datamodule = trainer.datamodule
+        entries = {}
+        source = self.pool(trainer)
+        for r in sorted(state.rounds):
+            if state.reached(r, "labelled"):
+                for image_id in state.round(r).counterexamples:
+                    entries[image_id] = (source.image_path(image_id), state.layout.label_file(r, image_id))
+        if not entries:
+            return
+        if not callable(getattr(datamodule, "add_labelled", None)):
+            raise ValueError(
+                f"{type(datamodule).__name__} cannot take labelled images (no add_labelled); use a "
+                "SegmentationDataModule for the MAD loop."
+            )
+        datamodule.add_labelled(entries, self.counterexamples_per_batch)
+        rank_zero_info(f"segmend MAD: {len(entries)} counterexamples join the training data.")
+
+    # ------------------------------------------------------------------ one round
+    def _state(self, trainer: Trainer, run_dir: Path) -> MADState:
+        classes = getattr(trainer.datamodule, "class_names", None) or None
+        return MADState(run_dir, classes=tuple(classes) if classes else None)
+
+    def pool(self, trainer: Trainer) -> PoolSource:
+        """The pool (built once)."""
+        if self._source is None:
+            datamodule = trainer.datamodule
+            if self.pool_root is not None:
+                from segmend.datamodules import ImageFolderPool
+
+                dataset = ImageFolderPool(self.pool_root)
+                self._source = PoolSource(dataset, list(dataset.report.skipped))
+            else:
+                self._source = PoolSource(datamodule.dataset(self.pool_split, False))
+        return self._source
+
+    def oracle(self, trainer: Trainer, run_dir: Path, classes: Sequence[str]) -> Oracle:
+        """The oracle (built once)."""
+        if self._oracle is None:
+            if self.oracle_spec == "simulated":
+                kwargs = {"raters": self.raters, "noise_std": self.noise_std}
+                self._oracle = SimulatedOracle.from_synthetic_wild(trainer.datamodule, **kwargs)
+            elif self.oracle_spec == "files":
+                self._oracle = FileOracle(run_dir, class_names=classes, min_raters=self.min_raters)
+            else:
+                self._oracle = self.oracle_spec
+        return self._oracle
+
+    def competitor_caches(self, run_dir: Path, num_classes: int) -> list[CompetitorCache]:
+        """The competitors' map caches."""
+        folder = MADLayout(run_dir).root / "competitors"
+        caches = []
+        for name, checkpoint in self.competitor_checkpoints(run_dir):
+            if not checkpoint.is_file():
+                raise ValueError(f"competitor {name}: checkpoint {checkpoint} is missing; train it or give its path.")
+            caches.append(CompetitorCache(name, checkpoint, folder, num_classes))
+        return caches
+
+    def complete_round(self, trainer: Trainer, module: LightningModule, run_dir: Path, r: int) -> str | None:
+        """Take round ``r`` as far as possible, on every rank; the message of what people must do, or ``None``."""
+        num_classes = trainer.datamodule.num_classes
+        state = self._state(trainer, run_dir)
+        device = trainer.strategy.root_device
+        was_training = module.training
+        module.to(device).eval()
+        try:
+            caches = self.competitor_caches(run_dir, num_classes)
+            source = self.pool(trainer)
+            if not state.reached(r, "mined"):
+                records = pool_statistics(
+                    module, caches, source, trainer.world_size, trainer.global_rank, num_classes, device,
+                    batch_size=getattr(trainer.datamodule, "eval_batch_size", 8),
+                )  # fmt: skip
+                stats = PoolStats.from_records(
+                    gather_records(records, _all_gather(trainer), source.ids), num_classes, [c.name for c in caches]
+                )
+                if trainer.is_global_zero:
+                    state.save_stats(r, stats)
+                trainer.strategy.barrier("mad_mined")
+            outcome: tuple[str, str | None] = ("ok", None)
+            if trainer.is_global_zero:
+                try:
+                    outcome = ("ok", self._decide(trainer, module, run_dir, r, caches, device))
+                except Exception as error:  # noqa: BLE001 - re-raised on every rank below
+                    outcome = ("error", f"{type(error).__name__}: {error}")
+                    rank_zero_warn(f"segmend MAD: round {r} failed: {outcome[1]}")
+                    raise
+                finally:
+                    outcome = trainer.strategy.broadcast(outcome)
+            else:
+                outcome = trainer.strategy.broadcast(outcome)
+                if outcome[0] == "error":
+                    raise RuntimeError(f"MAD round {r} failed on rank 0: {outcome[1]}")
+            trainer.strategy.barrier("mad_decided")
+            return outcome[1]
+        finally:
+            module.train(was_training)
+
+    def bounds(self, trainer: Trainer, num_classes: int) -> ContentBounds:
+        """[p_k, q_k] from the training labels (``bounds_statistic``)."""
+        if self.bounds_statistic == "none":
+            return ContentBounds.unbounded(num_classes)
+        dataset = trainer.datamodule.dataset("train", False)
+        masks = (dataset[i]["mask"].numpy() for i in range(len(dataset)))
+        return content_bounds_from_masks(masks, num_classes, self.bounds_statistic)
+
+    def _decide(
+        self, trainer: Trainer, module: LightningModule, run_dir: Path, r: int, caches: list[CompetitorCache],
+        device: torch.device,
+    ) -> str | None:  # fmt: skip
+        """Rank 0: M, scores, S and T, labels, metrics; returns what people must do, or ``None`` when done."""
+        num_classes = trainer.datamodule.num_classes
+        state = self._state(trainer, run_dir)
+        classes = state.classes or tuple(map(str, range(num_classes)))
+        oracle = self.oracle(trainer, run_dir, classes)
+        if hasattr(oracle, "attach"):
+            oracle.attach(run_dir, classes)
+        source = self.pool(trainer)
+        stats = state.load_stats(r)
+        labelled = set(state.labelled)
+        readme = MADLayout(run_dir).readme_file(r)
+        if not state.reached(r, "candidates"):
+            if caches:
+                selection = select_candidates(stats, self.bounds(trainer, num_classes), n3=self.n3)
+            else:
+                ids = acquire(self.strategy, stats, self.n4 + self.test_size, exclude=labelled, seed=r)
+                selection = Selection(ids, stats.unreadable_ids, {})
+            if selection.skipped:
+                rank_zero_warn(f"segmend MAD: round {r}: {len(selection.skipped)} unreadable pool images skipped: "
+                               f"{selection.skipped[:10]}")  # fmt: skip
+            sizes = self._sizes(stats, selection.ids)
+            state.save_candidates(r, selection, sizes)
+        candidates = state.load_candidates(r)
+        uses_scores = self.strategy == "mad"
+        if uses_scores and not state.reached(r, "scored"):
+            predictions = predict_maps(module, source, candidates.ids, device)
+            scores = oracle.request_scores(r, predictions)
+            if scores is None:
+                return (f"round {r} waits for weak scores of {len(candidates.ids)} images (M); see {readme}. "
+                        "Re-run the same command when they are in.")  # fmt: skip
+            state.save_scores(r, scores)
+        if not state.reached(r, "selected"):
+            scores = state.load_scores(r) if uses_scores else None
+            if uses_scores:
+                s_ids = counterexample_set(scores, self.n4, exclude=labelled, images=candidates.ids)
+            else:
+                s_ids = acquire(self.strategy, stats, self.n4, exclude=labelled, seed=r)
+            ood = out_of_domain(scores) if scores else set()
+            rows = stats.index_of(candidates.ids)
+            main = dict(zip(candidates.ids, main_foreground_class(stats.target_fractions[rows]).tolist(), strict=True))
+            t_ids = unbiased_test_set([i for i in candidates.ids if i not in s_ids], main, ood, labelled | set(s_ids),
+                                      size=self.test_size, per_class=self.per_class, seed=r)  # fmt: skip
+            state.save_selection(r, s_ids, t_ids, ood)
+        record = state.round(r)
+        if not state.reached(r, "labelled"):
+            ids = list(dict.fromkeys(record.counterexamples + record.test))
+            labels = oracle.request_labels(r, ids, {i: candidates.sizes[i] for i in ids if i in candidates.sizes})
+            if labels is None:
+                return (f"round {r} waits for pixel labels of {len(ids)} images (S and T); see {readme}. "
+                        "Re-run the same command when they are in.")  # fmt: skip
+            state.save_labels(r, labels)
+        if not state.reached(r, "evaluated"):
+            state.save_metrics(r, self.evaluate(state, r, module, source, caches, device, num_classes))
+            self._log(trainer, r, state.load_metrics(r))
+        return None
+
+    @staticmethod
+    def _sizes(stats: PoolStats, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        if "height" not in stats.scalars:
+            return {}
+        rows = stats.index_of(ids)
+        heights, widths = stats.scalar("height")[rows], stats.scalar("width")[rows]
+        return {i: (int(h), int(w)) for i, h, w in zip(ids, heights, widths, strict=True) if np.isfinite(h)}
+
+    def evaluate(
+        self, state: MADState, r: int, module: LightningModule, source: PoolSource, caches: list[CompetitorCache],
+        device: torch.device, num_classes: int,
+    ) -> dict[str, Any]:  # fmt: skip
+        """MIoU of the target and of every competitor on T, the sizes of M, S and T, and the annotation hours."""
+        record = state.round(r)
+        test = list(record.test)
+        labels = state.load_labels(r, test)
+        truth = [labels[i] for i in test]
+        target_maps = predict_maps(module, source, test, device)
+        metrics: dict[str, Any] = {"target": {"mIoU": dataset_miou([target_maps[i] for i in test], truth, num_classes)}}
+        metrics["competitors"] = {
+            c.name: {"mIoU": dataset_miou([c.read(i) for i in test], truth, num_classes)} for c in caches
+        }
+        num_m = len(state.load_candidates(r).ids)
+        cost = annotation_cost(num_m if self.strategy == "mad" else 0, len(record.counterexamples) + len(test),
+                               raters=max(len(record.raters), 1))  # fmt: skip
+        metrics.update(
+            round=r, strategy=self.strategy, M=num_m, S=len(record.counterexamples), T=len(test),
+            annotation_hours=cost.hours, dense_all_hours=cost.dense_all_hours,
+        )  # fmt: skip
+        return metrics
+
+    @staticmethod
+    def _log(trainer: Trainer, r: int, metrics: dict[str, Any]) -> None:
+        values = {"mad/round": float(r), "mad/T_mIoU/target": metrics["target"]["mIoU"]}
+        values.update({f"mad/T_mIoU/{name}": m["mIoU"] for name, m in metrics["competitors"].items()})
+        values = {k: v for k, v in values.items() if v is not None}
+        rank_zero_info(f"segmend MAD: round {r} metrics on T: {values}")
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's small state (:meth:`MADState.state_dict`: phases, S and T per round) from the run folder."""
+        if self._run_dir is None or not MADLayout(self._run_dir).state_file.is_file():
+            return {}
+        return MADState(self._run_dir).state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Reconcile a checkpoint's state with the run folder (:meth:`MADState.load_state_dict`; rank 0 writes)."""
+        if state_dict and self._run_dir is not None and rank_zero_only.rank == 0:
+            MADState(self._run_dir).load_state_dict(state_dict)
+
+
+def _all_gather(trainer: Trainer) -> Any:
+    if trainer.world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return None
+
+    def gather(records: list[Any]) -> list[list[Any]]:
+        out: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, records)
+        return out
+
+    return gather
+
+
+def _load_if_skipped(result: StageResult) -> None:
+    """A stage found done: load its final weights into its module (later stages continue from them)."""
+    if result.status == "skipped" and result.final_checkpoint is not None and result.module is not None:
+        weights = read_weights(result.final_checkpoint, prefix="")
+        result.module.load_state_dict(weights.state_dict)
+
+
+def _keep_weights(folder: Path, result: StageResult) -> None:
+    """A competitor trained without a ``final.ckpt`` (``fast_dev_run``): keep its weights as ``weights.ckpt``."""
+    if result.final_checkpoint is not None or result.module is None or rank_zero_only.rank != 0:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(result.module.hparams).items()}
+    torch.save({"state_dict": result.module.state_dict(), "hyper_parameters": hparams}, folder / "weights.ckpt")

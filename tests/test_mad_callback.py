@@ -1,0 +1,170 @@
+"""The MAD loop as a callback between fits: rounds, files, waiting for people, unreadable pool images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from lightning.pytorch import Callback
+from segmend.callbacks import MADTroubleshooting
+from segmend.callbacks.mad_pool import CompetitorCache
+from segmend.datamodules import SyntheticDataModule
+
+from segmend.mad.human_files import write_label_mask, write_rater_scores
+from segmend.mad.layout import MADLayout
+from segmend.mad.state import MADState
+from segmend.modules import SegmentationModule
+from segmend.runs import fit
+from tests.conftest import TINY_SYNTHETIC
+
+TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_steps": 2,
+    "max_epochs": 1,
+    "limit_val_batches": 1,
+    "num_sanity_val_steps": 0,
+    "logger": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+LOOP = {"n3": 5, "n4": 2, "test_size": 2, "per_class": 2, "bounds_statistic": "none", "finetune_steps": 2}
+
+
+class BatchIds(Callback):
+    """Records the ids of every training batch, by stage folder."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.seen.setdefault(Path(trainer.default_root_dir).name, []).extend(batch["id"])
+
+
+def data(cache: Path) -> SyntheticDataModule:
+    return SyntheticDataModule(cache_dir=str(cache), **{**TINY_SYNTHETIC, "num_wild": 24})
+
+
+def target(datamodule: SyntheticDataModule) -> SegmentationModule:
+    return SegmentationModule(num_classes=datamodule.num_classes, class_names=datamodule.class_names,
+                              arch="Unet", encoder_name="resnet18")  # fmt: skip
+
+
+def test_two_round_simulated_loop(tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    loads: list[str] = []
+    original = CompetitorCache.model
+
+    def counted(self: CompetitorCache, device: Any) -> Any:
+        if self._model is None:
+            loads.append(self.name)
+        return original(self, device)
+
+    monkeypatch.setattr(CompetitorCache, "model", counted)
+    datamodule = data(data_cache)
+    mad = MADTroubleshooting(competitors=["FPN:resnet18"], pool_split="wild", oracle="simulated", noise_std=0.0,
+                             rounds=2, **LOOP)  # fmt: skip
+    batches = BatchIds()
+    run = fit(target(datamodule), datamodule, tmp_path, callbacks=[mad, batches], **TRAINER)
+    assert run.completed, run
+    assert [s.name for s in run.stages] == ["mad_competitor_0_FPN-resnet18", "mad_target", "mad_round_1",
+                                            "mad_round_2"]  # fmt: skip
+    state = MADState(tmp_path)
+    assert [state.round(r).phase for r in range(3)] == ["finetuned", "finetuned", "evaluated"]
+    layout = MADLayout(tmp_path)
+    for r in range(3):
+        record = state.round(r)
+        assert record.raters == ("simulated1", "simulated2", "simulated3")
+        assert len(record.counterexamples) <= 2 and (r > 0 or (record.counterexamples and record.test))
+        assert not set(record.counterexamples) & set(record.test)
+        for image in record.counterexamples + record.test:
+            assert layout.label_file(r, image).is_file()
+        assert layout.stats_file(r).is_file() and layout.candidates_file(r).is_file()
+        metrics = state.load_metrics(r)
+        if record.test:  # images labelled in earlier rounds never join T again: a tiny pool may run out
+            assert 0.0 <= metrics["target"]["mIoU"] <= 1.0
+            assert 0.0 <= metrics["competitors"]["FPN-resnet18"]["mIoU"] <= 1.0
+        assert set(metrics["competitors"]) == {"FPN-resnet18"}
+        assert metrics["S"] == len(record.counterexamples) and metrics["T"] == len(record.test)
+    # the competitor ran over the pool once (round 0); later rounds read its cached maps
+    assert loads == ["FPN-resnet18"]
+    # S is accumulated and never picked again; it joins the training data of the next rounds, in every batch
+    s0, s1 = state.round(0).counterexamples, state.round(1).counterexamples
+    assert s1 and not set(s0) & set(s1)
+    assert set(datamodule.extra_labelled) == set(s0) | set(s1)
+    round1 = batches.seen["mad_round_1"]
+    assert set(round1) & set(s0) and set(round1) - set(s0)
+    assert not set(batches.seen["mad_target"]) & set(s0)
+    assert set(batches.seen["mad_round_2"]) & (set(s0) | set(s1))
+    # a re-run finds every stage done and changes nothing
+    before = layout.state_file.read_text()
+    again = fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    assert {s.status for s in again.stages} == {"skipped"}
+    assert layout.state_file.read_text() == before
+
+
+def test_waiting_for_people_stops_then_continues(tmp_path: Path, data_cache: Path):
+    datamodule = data(data_cache)
+    mad = MADTroubleshooting(competitors=["FPN:resnet18"], pool_split="wild", oracle="files", rounds=1, **LOOP)
+    layout = MADLayout(tmp_path)
+
+    first = fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    assert first.stopped is not None and "weak scores" in first.stopped
+    assert str(layout.readme_file(0)) in first.stopped
+    assert layout.readme_file(0).is_file()
+    assert first.stages[-1].name == "mad_round_1" and first.stages[-1].status == "stopped"
+    state = MADState(tmp_path)
+    assert state.round(0).phase == "candidates"
+    candidates = state.load_candidates(0).ids
+    assert candidates and all(layout.prediction_file(0, i).is_file() for i in candidates)
+
+    # a rater scores every candidate: the re-run selects S and T, then waits for their labels
+    write_rater_scores(layout.scores_file(0, "alice"), 0, "alice", dict.fromkeys(candidates, 2))
+    second = fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    assert second.stopped is not None and "pixel labels" in second.stopped
+    assert [s.status for s in second.stages[:2]] == ["skipped", "skipped"]
+    record = MADState(tmp_path).round(0)
+    assert record.phase == "selected" and record.raters == ("alice",)
+
+    masks = Path(datamodule.root) / "SegmentationClass"
+    from segmend.datamodules.voc_format import read_index_mask
+
+    for image in record.counterexamples + record.test:
+        write_label_mask(layout.label_file(0, image), read_index_mask(masks / f"{image}.png"))
+    third = fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    state = MADState(tmp_path)
+    assert state.round(0).phase == "finetuned"  # round 1 trained on S of round 0
+    assert [s.name for s in third.stages][-2:] == ["mad_round_1", "mad_complete_1"]
+    assert state.round(1).phase == "candidates" and "round 1 waits for weak scores" in third.stopped
+    assert set(datamodule.extra_labelled) == set(record.counterexamples)
+
+
+def test_unreadable_pool_images_are_skipped_and_reported(tmp_path: Path, data_cache: Path):
+    datamodule = data(data_cache)
+    datamodule.prepare_data()
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for image in (Path(datamodule.root) / "ImageSets/Segmentation/wild.txt").read_text().split():
+        shutil.copy(Path(datamodule.root) / "JPEGImages" / f"{image}.jpg", pool / f"{image}.jpg")
+    (pool / "broken.jpg").write_bytes(b"not a jpeg")
+    mad = MADTroubleshooting(competitors=["FPN:resnet18"], pool_root=str(pool), oracle="simulated", rounds=0, **LOOP)
+    run = fit(target(datamodule), datamodule, tmp_path / "run", callbacks=[mad], **TRAINER)
+    assert run.completed
+    state = MADState(tmp_path / "run")
+    stats = state.load_stats(0)
+    assert stats.unreadable_ids == ["broken.jpg"]
+    assert state.load_candidates(0).selection.skipped == ["broken.jpg"]
+    assert "broken.jpg" not in state.load_candidates(0).ids
+    assert state.round(0).phase == "evaluated"
+    assert all(np.isfinite(stats.discrepancy[:, stats.readable]).ravel())
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="exactly one of pool_split"):
+        MADTroubleshooting(competitors=["FPN:resnet18"])
+    with pytest.raises(ValueError, match="needs competitors"):
+        MADTroubleshooting(pool_split="wild")
+    with pytest.raises(ValueError, match="oracle must be"):
+        MADTroubleshooting(competitors=["FPN:resnet18"], pool_split="wild", oracle="people")
