@@ -241,10 +241,16 @@ class MADTroubleshooting(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Finish the round fine-tuned in this fit; mine the next one and take it as far as the oracle allows."""
         role, index, run_dir = self._role(trainer)
-        if role in ("competitor", "complete"):
+        if role == "competitor":
             return
         state = self._state(trainer, run_dir)
         current = state.current_round
+        if role == "complete":  # a stage without training: the round of the restored weights, whatever is missing
+            if index == current and not state.reached(current, "evaluated"):
+                waiting = self.complete_round(trainer, pl_module, run_dir, current)
+                if waiting:  # not marked done: a re-run asks again
+                    raise StopRun(waiting)
+            return
         if role == "target":
             own = 0
         elif role == "round":
@@ -382,13 +388,14 @@ class MADTroubleshooting(Callback):
             oracle.attach(run_dir, classes)
         source = self.pool(trainer)
         stats = state.load_stats(r)
-        labelled = set(state.labelled)
+        labelled = self._earlier_labels(state, r)
+        trained_on = {i for k in range(r) if state.reached(k, "labelled") for i in state.round(k).counterexamples}
         readme = MADLayout(run_dir).readme_file(r)
         if not state.reached(r, "candidates"):
             if caches:
                 selection = select_candidates(stats, self.bounds(trainer, num_classes), n3=self.n3)
             else:
-                ids = acquire(self.strategy, stats, self.n4 + self.test_size, exclude=labelled, seed=r)
+                ids = acquire(self.strategy, stats, self.n4 + self.test_size, exclude=trained_on, seed=r)
                 selection = Selection(ids, stats.unreadable_ids, {})
             if selection.skipped:
                 rank_zero_warn(f"segmend MAD: round {r}: {len(selection.skipped)} unreadable pool images skipped: "
@@ -407,27 +414,38 @@ class MADTroubleshooting(Callback):
         if not state.reached(r, "selected"):
             scores = state.load_scores(r) if uses_scores else None
             if uses_scores:
-                s_ids = counterexample_set(scores, self.n4, exclude=labelled, images=candidates.ids)
+                s_ids = counterexample_set(scores, self.n4, exclude=trained_on, images=candidates.ids)
             else:
-                s_ids = acquire(self.strategy, stats, self.n4, exclude=labelled, seed=r)
+                s_ids = acquire(self.strategy, stats, self.n4, exclude=trained_on, seed=r)
             ood = out_of_domain(scores) if scores else set()
             rows = stats.index_of(candidates.ids)
             main = dict(zip(candidates.ids, main_foreground_class(stats.target_fractions[rows]).tolist(), strict=True))
-            t_ids = unbiased_test_set([i for i in candidates.ids if i not in s_ids], main, ood, labelled | set(s_ids),
+            t_ids = unbiased_test_set([i for i in candidates.ids if i not in s_ids], main, ood, trained_on | set(s_ids),
                                       size=self.test_size, per_class=self.per_class, seed=r)  # fmt: skip
             state.save_selection(r, s_ids, t_ids, ood)
         record = state.round(r)
         if not state.reached(r, "labelled"):
-            ids = list(dict.fromkeys(record.counterexamples + record.test))
+            ids = [i for i in dict.fromkeys(record.counterexamples + record.test) if i not in labelled]
             labels = oracle.request_labels(r, ids, {i: candidates.sizes[i] for i in ids if i in candidates.sizes})
             if labels is None:
-                return (f"round {r} waits for pixel labels of {len(ids)} images (S and T); see {readme}. "
+                return (f"round {r} waits for pixel labels of {len(ids)} images of S and T; see {readme}. "
                         "Re-run the same command when they are in.")  # fmt: skip
-            state.save_labels(r, labels)
+            reused = {i: state.load_labels(labelled[i], [i])[i] for i in record.counterexamples + record.test
+                      if i in labelled}  # fmt: skip
+            state.save_labels(r, {**reused, **labels})
         if not state.reached(r, "evaluated"):
             state.save_metrics(r, self.evaluate(state, r, module, source, caches, device, num_classes))
             self._log(trainer, r, state.load_metrics(r))
         return None
+
+    @staticmethod
+    def _earlier_labels(state: MADState, r: int) -> dict[str, int]:
+        """``id -> round`` of the images labelled before round ``r`` (their labels are reused, never asked again)."""
+        found: dict[str, int] = {}
+        for k in range(r):
+            if state.reached(k, "labelled"):
+                found.update(dict.fromkeys(state.round(k).counterexamples + state.round(k).test, k))
+        return found
 
     @staticmethod
     def _sizes(stats: PoolStats, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -452,10 +470,12 @@ class MADTroubleshooting(Callback):
             c.name: {"mIoU": dataset_miou([c.read(i) for i in test], truth, num_classes)} for c in caches
         }
         num_m = len(state.load_candidates(r).ids)
-        cost = annotation_cost(num_m if self.strategy == "mad" else 0, len(record.counterexamples) + len(test),
-                               raters=max(len(record.raters), 1))  # fmt: skip
+        new = [
+            i for i in dict.fromkeys(record.counterexamples + record.test) if i not in self._earlier_labels(state, r)
+        ]
+        cost = annotation_cost(num_m if self.strategy == "mad" else 0, len(new), raters=max(len(record.raters), 1))
         metrics.update(
-            round=r, strategy=self.strategy, M=num_m, S=len(record.counterexamples), T=len(test),
+            round=r, strategy=self.strategy, M=num_m, S=len(record.counterexamples), T=len(test), new_labels=len(new),
             annotation_hours=cost.hours, dense_all_hours=cost.dense_all_hours,
         )  # fmt: skip
         return metrics

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,16 @@ from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_pool import CompetitorCache
 from segmend.datamodules import SyntheticDataModule
 
+from segmend.cli import main
 from segmend.mad.human_files import write_label_mask, write_rater_scores
 from segmend.mad.layout import MADLayout
+from segmend.mad.oracle import SimulatedOracle
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
 from segmend.runs import fit
-from tests.conftest import TINY_SYNTHETIC
+from tests.conftest import REPO, TINY_SYNTHETIC, fast_cli_args
+
+CONFIG = REPO / "configs" / "mad_synthetic.yaml"
 
 TRAINER = {
     "accelerator": "cpu",
@@ -168,3 +174,93 @@ def test_arguments_are_checked():
         MADTroubleshooting(pool_split="wild")
     with pytest.raises(ValueError, match="oracle must be"):
         MADTroubleshooting(competitors=["FPN:resnet18"], pool_split="wild", oracle="people")
+
+
+def _cli_args(run_dir: Path, data_cache: Path, *extra: str) -> list[str]:
+    args = [a for a in fast_cli_args(CONFIG, run_dir, data_cache) if "fast_dev_run" not in a]
+    loop = [f"--trainer.callbacks.init_args.{key}={value}" for key, value in {**LOOP, "rounds": 0}.items()]
+    return [*args, "--data.init_args.num_wild=12", "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+            "--data.init_args.eval_batch_size=3", *loop, *extra]  # fmt: skip
+
+
+def test_config_runs_the_loop_through_the_cli(tmp_path: Path, data_cache: Path):
+    main(["fit", *fast_cli_args(CONFIG, tmp_path, data_cache)])
+    state = MADState(tmp_path)
+    assert [state.round(r).phase for r in range(3)] == ["finetuned", "finetuned", "evaluated"]
+    assert all(MADLayout(tmp_path).metrics_file(r).is_file() for r in range(3))
+    assert len(list((MADLayout(tmp_path).root / "competitors").iterdir())) == 2
+
+
+def test_two_processes_select_what_one_selects(tmp_path: Path, data_cache: Path):
+    """DDP on CPU (gloo): the pool sharded over 2 ranks gives the statistics, M, S and T of 1 process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    main(["fit", *_cli_args(one, data_cache)])
+    reference = MADState(one)
+    assert reference.round(0).phase == "evaluated"
+    # the same trained weights: the finished stages are found done, round 0 is mined by 2 processes
+    for stage in one.glob("mad_*"):
+        (two / stage.name).mkdir(parents=True)
+        shutil.copy(stage / "final.ckpt", two / stage.name / "final.ckpt")
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
+    command = [str(Path(sys.executable).parent / "segmend"), "fit", *_cli_args(two, data_cache, *ddp)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    assert "stage 4 'mad_complete_0'" in result.stdout + result.stderr  # mined by the 2 processes
+    state = MADState(two)
+    assert state.round(0).phase == "evaluated"
+    a, b = reference.load_stats(0), state.load_stats(0)
+    assert a.ids.tolist() == b.ids.tolist()
+    np.testing.assert_allclose(a.discrepancy, b.discrepancy, atol=1e-6)
+    np.testing.assert_allclose(a.target_fractions, b.target_fractions, atol=1e-6)
+    assert reference.load_candidates(0).ids and state.load_candidates(0).ids == reference.load_candidates(0).ids
+    assert state.load_selection(0) == reference.load_selection(0)
+    assert state.load_scores(0) == reference.load_scores(0)
+
+
+class CrashingOracle:
+    """A simulated oracle that counts its requests and dies (like a kill) at the first label request."""
+
+    def __init__(self, inner: SimulatedOracle, crash: bool) -> None:
+        self.inner, self.crash = inner, crash
+        self.calls: list[tuple[str, int]] = []
+
+    def request_scores(self, round_index: int, predictions: Any) -> Any:
+        self.calls.append(("scores", round_index))
+        return self.inner.request_scores(round_index, predictions)
+
+    def request_labels(self, round_index: int, ids: Any, sizes: Any = None) -> Any:
+        self.calls.append(("labels", round_index))
+        if self.crash:
+            raise KilledError("killed while people were labelling")
+        return self.inner.request_labels(round_index, ids, sizes)
+
+
+class KilledError(RuntimeError):
+    """Stands for a kill."""
+
+
+def test_a_kill_between_steps_resumes_without_redoing_them(tmp_path: Path, data_cache: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    datamodule = data(data_cache)
+    oracle = CrashingOracle(SimulatedOracle.from_synthetic_wild(datamodule, noise_std=0.0), crash=True)
+    mad = MADTroubleshooting(competitors=["FPN:resnet18"], pool_split="wild", oracle=oracle, rounds=0, **LOOP)
+    with pytest.raises(KilledError):
+        fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    state = MADState(tmp_path)
+    assert state.round(0).phase == "selected"
+    stats_file = MADLayout(tmp_path).stats_file(0)
+    stamp, scores = stats_file.stat().st_mtime_ns, state.load_scores(0)
+
+    mined: list[int] = []
+    import segmend.callbacks.mad as mad_module
+
+    original = mad_module.pool_statistics
+    monkeypatch.setattr(mad_module, "pool_statistics", lambda *a, **k: mined.append(1) or original(*a, **k))
+    oracle.crash, oracle.calls = False, []
+    fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    state = MADState(tmp_path)
+    assert state.round(0).phase == "evaluated"
+    assert mined == [] and stats_file.stat().st_mtime_ns == stamp  # the finished inference is read back
+    assert oracle.calls == [("labels", 0)]  # the scores were kept, only the labels were asked again
+    assert state.load_scores(0) == scores
