@@ -264,3 +264,30 @@ def test_a_kill_between_steps_resumes_without_redoing_them(tmp_path: Path, data_
     assert mined == [] and stats_file.stat().st_mtime_ns == stamp  # the finished inference is read back
     assert oracle.calls == [("labels", 0)]  # the scores were kept, only the labels were asked again
     assert state.load_scores(0) == scores
+
+
+def test_cli_stops_cleanly_while_people_are_not_done(tmp_path: Path, data_cache: Path, capsys: pytest.CaptureFixture):
+    main(["fit", *_cli_args(tmp_path, data_cache, "--trainer.callbacks.init_args.oracle=files")])
+    out = capsys.readouterr().out
+    readme = MADLayout(tmp_path).readme_file(0)
+    assert "segmend: the run stopped: round 0 waits for weak scores" in out and str(readme) in out
+    assert readme.is_file() and MADState(tmp_path).round(0).phase == "candidates"
+    assert not (tmp_path / "mad_complete_0" / "final.ckpt").exists()  # asked again by the next run
+
+
+def test_datamodule_mixes_labelled_images_into_every_batch(tmp_path: Path, data_cache: Path):
+    datamodule = data(data_cache)
+    datamodule.setup("fit")
+    masks = Path(datamodule.root) / "SegmentationClass"
+    images = Path(datamodule.root) / "JPEGImages"
+    extra = {i: (images / f"{i}.jpg", masks / f"{i}.png") for i in ("wild_00001", "wild_00002")}
+    datamodule.add_labelled(extra, per_batch=1)
+    loaders = datamodule.train_dataloader()
+    batch = datamodule.on_before_batch_transfer({k: next(iter(v)) for k, v in loaders.items()}, 0)
+    assert len(batch["id"]) == datamodule.batch_size and batch["id"][-1] in extra
+    assert batch["has_mask"].all() and (batch["mask"][-1] != 255).any()
+    restored = data(data_cache)
+    restored.load_state_dict(datamodule.state_dict())
+    assert restored.extra_labelled == {k: (str(a), str(b)) for k, (a, b) in extra.items()}
+    with pytest.raises(ValueError, match="per_batch"):
+        restored.add_labelled(extra, per_batch=datamodule.batch_size)
