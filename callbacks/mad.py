@@ -346,6 +346,8 @@ class MADTroubleshooting(Callback):
                     gather_records(records, _all_gather(trainer), source.ids), num_classes, [c.name for c in caches]
                 )
                 if trainer.is_global_zero:
+                    if hasattr(source.dataset, "write_report"):  # an image folder: what was skipped and why
+                        source.dataset.write_report(MADLayout(run_dir).round_dir(r) / "pool_report.json")
                     state.save_stats(r, stats)
                 trainer.strategy.barrier("mad_mined")
             outcome: tuple[str, str | None] = ("ok", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,8 @@ def test_unreadable_pool_images_are_skipped_and_reported(tmp_path: Path, data_ca
     assert "broken.jpg" not in state.load_candidates(0).ids
     assert state.round(0).phase == "evaluated"
     assert all(np.isfinite(stats.discrepancy[:, stats.readable]).ravel())
+    report = json.loads((MADLayout(tmp_path / "run").round_dir(0) / "pool_report.json").read_text())
+    assert [entry["path"] for entry in report["skipped"]] == ["broken.jpg"] and report["num_images"] == 24
 
 
 def test_arguments_are_checked():
@@ -221,17 +224,19 @@ def test_two_processes_select_what_one_selects(tmp_path: Path, data_cache: Path)
 class CrashingOracle:
     """A simulated oracle that counts its requests and dies (like a kill) at the first label request."""
 
-    def __init__(self, inner: SimulatedOracle, crash: bool) -> None:
+    def __init__(self, inner: SimulatedOracle, crash: str | None) -> None:
         self.inner, self.crash = inner, crash
         self.calls: list[tuple[str, int]] = []
 
     def request_scores(self, round_index: int, predictions: Any) -> Any:
         self.calls.append(("scores", round_index))
+        if self.crash == "scores":
+            raise KilledError("killed while people were scoring")
         return self.inner.request_scores(round_index, predictions)
 
     def request_labels(self, round_index: int, ids: Any, sizes: Any = None) -> Any:
         self.calls.append(("labels", round_index))
-        if self.crash:
+        if self.crash == "labels":
             raise KilledError("killed while people were labelling")
         return self.inner.request_labels(round_index, ids, sizes)
 
@@ -240,30 +245,36 @@ class KilledError(RuntimeError):
     """Stands for a kill."""
 
 
-def test_a_kill_between_steps_resumes_without_redoing_them(tmp_path: Path, data_cache: Path,
+@pytest.mark.parametrize("kill_at", ["scores", "labels"])
+def test_a_kill_between_steps_resumes_without_redoing_them(kill_at: str, tmp_path: Path, data_cache: Path,
                                                            monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     datamodule = data(data_cache)
-    oracle = CrashingOracle(SimulatedOracle.from_synthetic_wild(datamodule, noise_std=0.0), crash=True)
+    oracle = CrashingOracle(SimulatedOracle.from_synthetic_wild(datamodule, noise_std=0.0), crash=kill_at)
     mad = MADTroubleshooting(competitors=["FPN:resnet18"], pool_split="wild", oracle=oracle, rounds=0, **LOOP)
     with pytest.raises(KilledError):
         fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
     state = MADState(tmp_path)
-    assert state.round(0).phase == "selected"
-    stats_file = MADLayout(tmp_path).stats_file(0)
-    stamp, scores = stats_file.stat().st_mtime_ns, state.load_scores(0)
+    assert state.round(0).phase == {"scores": "candidates", "labels": "selected"}[kill_at]
+    stats_file, candidates_file = MADLayout(tmp_path).stats_file(0), MADLayout(tmp_path).candidates_file(0)
+    stamps = stats_file.stat().st_mtime_ns, candidates_file.stat().st_mtime_ns
+    scores = state.load_scores(0) if kill_at == "labels" else None
 
     mined: list[int] = []
     import segmend.callbacks.mad as mad_module
 
     original = mad_module.pool_statistics
     monkeypatch.setattr(mad_module, "pool_statistics", lambda *a, **k: mined.append(1) or original(*a, **k))
-    oracle.crash, oracle.calls = False, []
+    oracle.crash, oracle.calls = None, []
     fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
     state = MADState(tmp_path)
     assert state.round(0).phase == "evaluated"
-    assert mined == [] and stats_file.stat().st_mtime_ns == stamp  # the finished inference is read back
-    assert oracle.calls == [("labels", 0)]  # the scores were kept, only the labels were asked again
-    assert state.load_scores(0) == scores
+    assert mined == []  # the finished inference is read back, M is not rebuilt
+    assert (stats_file.stat().st_mtime_ns, candidates_file.stat().st_mtime_ns) == stamps
+    if kill_at == "labels":
+        assert oracle.calls == [("labels", 0)]  # the scores were kept, only the labels were asked again
+        assert state.load_scores(0) == scores
+    else:
+        assert oracle.calls == [("scores", 0), ("labels", 0)]
 
 
 def test_cli_stops_cleanly_while_people_are_not_done(tmp_path: Path, data_cache: Path, capsys: pytest.CaptureFixture):
