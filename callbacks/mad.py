@@ -192,7 +192,6 @@ class MADTroubleshooting(Callback):
             yield Stage(
                 f"mad_round_{k}",
                 module,
-                prepare=lambda _dm: self.use_finetune_optimizer(module),
                 trainer_overrides={"max_steps": self.finetune_steps, "max_epochs": -1},
                 restore=_load_if_skipped,
                 description=f"MAD round {k}: fine-tuning on S",
@@ -220,7 +219,11 @@ class MADTroubleshooting(Callback):
         return found["role"], None if index is None else int(index), Path(self.run_dir or folder.parent)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Complete the previous round's pending steps (or stop, waiting for people); S joins the training data."""
+        """Complete the previous round's pending steps (or stop, waiting for people); S joins the training data.
+
+        A fit after a finished round fine-tunes: the module's optimizer becomes the fine-tuning one
+        (:meth:`use_finetune_optimizer`) before Lightning configures it.
+        """
         if stage != "fit":
             return
         role, index, run_dir = self._role(trainer)
@@ -236,6 +239,8 @@ class MADTroubleshooting(Callback):
         state = MADState(run_dir)
         if role == "round" and not state.reached(pending, "evaluated"):
             raise StopRun(f"round {pending} of {run_dir / 'mad'} was not mined; re-run the previous stage.")
+        if state.reached(pending, "evaluated"):  # this fit fine-tunes on S
+            self.use_finetune_optimizer(pl_module)
         self.add_counterexamples(trainer, state)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

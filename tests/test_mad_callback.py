@@ -302,3 +302,26 @@ def test_datamodule_mixes_labelled_images_into_every_batch(tmp_path: Path, data_
     assert restored.extra_labelled == {k: (str(a), str(b)) for k, (a, b) in extra.items()}
     with pytest.raises(ValueError, match="per_batch"):
         restored.add_labelled(extra, per_batch=datamodule.batch_size)
+
+
+def test_own_trainers_each_fit_is_a_round(tmp_path: Path, data_cache: Path):
+    """Without the runner: every trainer.fit with the callback is one round (competitors given as checkpoints)."""
+    import torch
+    from lightning.pytorch import Trainer
+
+    datamodule = data(data_cache)
+    competitor = SegmentationModule(num_classes=datamodule.num_classes, arch="FPN", encoder_name="resnet18")
+    checkpoint = tmp_path / "fpn.ckpt"
+    torch.save({"state_dict": competitor.state_dict(), "hyper_parameters": dict(competitor.hparams)}, checkpoint)
+    mad = MADTroubleshooting(competitors=[str(checkpoint)], pool_split="wild", oracle="simulated", **LOOP)
+    model = target(datamodule)
+    options = {key: value for key, value in TRAINER.items() if key != "logger"}
+    for _ in range(2):
+        trainer = Trainer(default_root_dir=str(tmp_path), callbacks=[mad], logger=False, **options)
+        trainer.fit(model, datamodule=datamodule)
+    state = MADState(tmp_path)
+    assert [state.round(r).phase for r in range(2)] == ["finetuned", "evaluated"]
+    assert set(datamodule.extra_labelled) == set(state.round(0).counterexamples)
+    assert set(state.load_metrics(1)["competitors"]) == {"fpn"}
+    assert trainer.optimizers[0].defaults["lr"] == mad.finetune_lr  # the second fit fine-tuned with SGD
+    assert type(trainer.optimizers[0]).__name__ == "SGD"
