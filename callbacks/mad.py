@@ -379,7 +379,10 @@ class MADTroubleshooting(Callback):
         if self.bounds_statistic == "none":
             return ContentBounds.unbounded(num_classes)
         dataset = trainer.datamodule.dataset("train", False)
-        masks = (dataset[i]["mask"].numpy() for i in range(len(dataset)))
+        if callable(getattr(dataset, "read_mask", None)) and hasattr(dataset, "ids"):  # masks only, no images
+            masks = (dataset.read_mask(i)[0] for i in dataset.ids)
+        else:
+            masks = (dataset[i]["mask"].numpy() for i in range(len(dataset)))
         return content_bounds_from_masks(masks, num_classes, self.bounds_statistic)
 
     def _decide(
