@@ -325,3 +325,18 @@ def test_own_trainers_each_fit_is_a_round(tmp_path: Path, data_cache: Path):
     assert set(state.load_metrics(1)["competitors"]) == {"fpn"}
     assert trainer.optimizers[0].defaults["lr"] == mad.finetune_lr  # the second fit fine-tuned with SGD
     assert type(trainer.optimizers[0]).__name__ == "SGD"
+
+
+def test_other_strategy_without_competitors_asks_no_scores(tmp_path: Path, data_cache: Path):
+    datamodule = data(data_cache)
+    mad = MADTroubleshooting(pool_split="wild", oracle="simulated", strategy="entropy", rounds=1, **LOOP)
+    run = fit(target(datamodule), datamodule, tmp_path, callbacks=[mad], **TRAINER)
+    assert run.completed
+    state = MADState(tmp_path)
+    assert [state.round(r).phase for r in range(2)] == ["finetuned", "evaluated"]
+    stats = state.load_stats(0)
+    entropy = dict(zip(stats.ids.tolist(), stats.scalar("entropy").tolist(), strict=True))
+    s0 = state.round(0).counterexamples
+    assert len(s0) == 2 and min(entropy[i] for i in s0) >= sorted(entropy.values())[-2]  # the highest entropy
+    assert state.round(0).raters == () and not MADLayout(tmp_path).scores_dir(0).exists()
+    assert state.load_metrics(0)["competitors"] == {}
