@@ -17,26 +17,24 @@ steps still pending (people were not done) are completed, and S joins the traini
 
 from __future__ import annotations
 
-import re
-from collections.abc import Generator, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from segmend.callbacks.mad_pool import (
     CompetitorCache,
     PoolSource,
-    dataset_miou,
     gather_records,
     pool_statistics,
     predict_maps,
 )
+from segmend.callbacks.mad_report import report_round, test_scores
+from segmend.callbacks.mad_stages import MADStages
 
-from segmend.checkpoints import read_weights
 from segmend.mad import (
     STRATEGIES,
     ContentBounds,
@@ -54,18 +52,12 @@ from segmend.mad import (
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import FileOracle, Oracle, SimulatedOracle
 from segmend.mad.state import MADState
-from segmend.optim import default_lr_scheduler, default_optimizer
-from segmend.runs import Stage, StageResult, StopRun
+from segmend.runs import StopRun
 
-STAGE_NAME = re.compile(r"mad_(?P<role>target|round|complete|competitor)(?:_(?P<index>\d+))?(?:_.*)?")
 ORACLES = ("files", "simulated")
 
 
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", spec).strip("-")
-
-
-class MADTroubleshooting(Callback):
+class MADTroubleshooting(MADStages, Callback):
     """Mines the pool between fits, asks an oracle, adds the counterexamples S, fine-tunes; round after round.
 
     Args:
@@ -75,6 +67,9 @@ class MADTroubleshooting(Callback):
         pool_split: A split of the DataModule read as the pool (e.g. the synthetic data's ``"wild"``);
             its labels are never read.
         pool_root: Or a folder of images, read by :class:`~segmend.datamodules.ImageFolderPool`.
+        target_checkpoint: A trained target (a SegmentationModule checkpoint of the config's model):
+            its net's weights are loaded and ``mad_target`` only mines round 0; ``None``: the
+            ``mad_target`` stage trains the target.
         oracle: ``"files"`` (people answer through files in the run folder,
             :class:`~segmend.mad.oracle.FileOracle`), ``"simulated"`` (the synthetic wild split's
             ground truth, :meth:`SimulatedOracle.from_synthetic_wild`) or an :class:`Oracle`.
@@ -94,6 +89,7 @@ class MADTroubleshooting(Callback):
         finetune_lr: Fine-tuning learning rate (SGD, momentum 0.9, weight decay 5e-4, poly decay
             with power 0.9, the paper's settings after Chen et al.).
         counterexamples_per_batch: Samples of S in each fine-tuning batch (``None``: S's share, at least 1).
+        report_images: Images of S per round in ``mad/round_<r>/counterexamples.png`` and the W&B table.
         run_dir: The run folder; ``None``: found from the Trainer (the parent of a ``mad_*`` stage
             folder, else ``trainer.default_root_dir``).
 
@@ -107,6 +103,7 @@ class MADTroubleshooting(Callback):
         competitors: Sequence[str] = (),
         pool_split: str | None = None,
         pool_root: str | None = None,
+        target_checkpoint: str | None = None,
         oracle: str | Oracle = "files",
         raters: int = 3,
         noise_std: float = 0.5,
@@ -121,6 +118,7 @@ class MADTroubleshooting(Callback):
         finetune_steps: int = 200,
         finetune_lr: float = 1e-3,
         counterexamples_per_batch: int | None = None,
+        report_images: int = 16,
         run_dir: str | None = None,
     ) -> None:
         if (pool_split is None) == (pool_root is None):
@@ -138,6 +136,7 @@ class MADTroubleshooting(Callback):
         self.competitors = list(competitors)
         self.pool_split = pool_split
         self.pool_root = pool_root
+        self.target_checkpoint = target_checkpoint
         self.oracle_spec = oracle
         self.raters, self.noise_std, self.min_raters = raters, noise_std, min_raters
         self.rounds, self.n3, self.n4 = rounds, n3, n4
@@ -146,78 +145,13 @@ class MADTroubleshooting(Callback):
         self.strategy = strategy
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.counterexamples_per_batch = counterexamples_per_batch
+        self.report_images = report_images
         self.run_dir = None if run_dir is None else Path(run_dir)
         self._oracle: Oracle | None = None
         self._source: PoolSource | None = None
         self._run_dir: Path | None = None
 
-    # ------------------------------------------------------------------ the stages (runner)
-    def competitor_stage_name(self, index: int, spec: str) -> str:
-        """Stage folder of a competitor trained from an ``"Arch:encoder"`` spec."""
-        return f"mad_competitor_{index}_{_slug(spec)}"
-
-    def competitor_checkpoints(self, run_dir: Path) -> list[tuple[str, Path]]:
-        """``(name, checkpoint)`` of every competitor (trained ones: the stage's ``final.ckpt`` or ``weights.ckpt``)."""
-        found = []
-        for j, spec in enumerate(self.competitors):
-            if spec.endswith(".ckpt") or Path(spec).is_file():
-                found.append((_slug(Path(spec).stem), Path(spec)))
-                continue
-            folder = run_dir / self.competitor_stage_name(j, spec)
-            final = folder / "final.ckpt"
-            found.append((_slug(spec), final if final.is_file() else folder / "weights.ckpt"))
-        return found
-
-    def training_stages(
-        self, module: LightningModule, datamodule: LightningDataModule | None, run_dir: Path
-    ) -> Generator[Stage, StageResult, None]:
-        """The loop's fits: competitors where missing, the target, ``rounds`` fine-tuning rounds (module doc)."""
-        from segmend.modules import SegmentationModule
-
-        run_dir = Path(self.run_dir or run_dir)
-        for j, spec in enumerate(self.competitors):
-            if spec.endswith(".ckpt") or Path(spec).is_file():
-                if not Path(spec).is_file():
-                    raise ValueError(f"competitor checkpoint {spec} does not exist; give the path of a .ckpt file.")
-                continue
-            arch, _, encoder = spec.partition(":")
-            shared = module.stage_module_arguments() if hasattr(module, "stage_module_arguments") else {}
-            competitor = SegmentationModule(arch=arch, encoder_name=encoder or "resnet18", **shared)
-            name = self.competitor_stage_name(j, spec)
-            yield Stage(
-                name, competitor, restore=partial(_keep_weights, run_dir / name), description=f"competitor {spec}"
-            )
-        yield Stage("mad_target", module, takes_ckpt_path=True, restore=_load_if_skipped, description="target")
-        for k in range(1, self.rounds + 1):
-            yield Stage(
-                f"mad_round_{k}",
-                module,
-                trainer_overrides={"max_steps": self.finetune_steps, "max_epochs": -1},
-                restore=_load_if_skipped,
-                description=f"MAD round {k}: fine-tuning on S",
-            )
-        if not MADState(run_dir).reached(self.rounds, "evaluated"):
-            overrides = {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
-            yield Stage(f"mad_complete_{self.rounds}", module, trainer_overrides=overrides,
-                        description=f"MAD round {self.rounds}: the steps people were not done with")  # fmt: skip
-
-    def use_finetune_optimizer(self, module: LightningModule) -> None:
-        """Fine-tune with SGD (momentum 0.9, weight decay 5e-4, ``finetune_lr``) and poly decay (the paper's)."""
-        if not hasattr(module, "optimizer_factory"):
-            rank_zero_warn(f"{type(module).__name__} has no optimizer_factory; fine-tuning keeps its optimizer.")
-            return
-        module.optimizer_factory = partial(default_optimizer, lr=self.finetune_lr)
-        module.lr_scheduler_factory = default_lr_scheduler
-
     # ------------------------------------------------------------------ hooks
-    def _role(self, trainer: Trainer) -> tuple[str, int | None, Path]:
-        folder = Path(trainer.default_root_dir)
-        found = STAGE_NAME.fullmatch(folder.name)
-        if found is None:
-            return "user", None, Path(self.run_dir or folder)
-        index = found["index"]
-        return found["role"], None if index is None else int(index), Path(self.run_dir or folder.parent)
-
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Complete the previous round's pending steps (or stop, waiting for people); S joins the training data.
 
@@ -226,7 +160,7 @@ class MADTroubleshooting(Callback):
         """
         if stage != "fit":
             return
-        role, index, run_dir = self._role(trainer)
+        role, index, run_dir = self.stage_role(trainer)
         self._run_dir = run_dir
         if role == "competitor" or role == "target":
             return
@@ -245,7 +179,7 @@ class MADTroubleshooting(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Finish the round fine-tuned in this fit; mine the next one and take it as far as the oracle allows."""
-        role, index, run_dir = self._role(trainer)
+        role, index, run_dir = self.stage_role(trainer)
         if role == "competitor":
             return
         state = self._state(trainer, run_dir)
@@ -446,6 +380,7 @@ class MADTroubleshooting(Callback):
         if not state.reached(r, "evaluated"):
             state.save_metrics(r, self.evaluate(state, r, module, source, caches, device, num_classes))
             self._log(trainer, r, state.load_metrics(r))
+            report_round(trainer, module, state, r, source, caches, device, self.report_images)
         return None
 
     @staticmethod
@@ -475,10 +410,8 @@ class MADTroubleshooting(Callback):
         labels = state.load_labels(r, test)
         truth = [labels[i] for i in test]
         target_maps = predict_maps(module, source, test, device)
-        metrics: dict[str, Any] = {"target": {"mIoU": dataset_miou([target_maps[i] for i in test], truth, num_classes)}}
-        metrics["competitors"] = {
-            c.name: {"mIoU": dataset_miou([c.read(i) for i in test], truth, num_classes)} for c in caches
-        }
+        metrics: dict[str, Any] = {"target": test_scores([target_maps[i] for i in test], truth, num_classes)}
+        metrics["competitors"] = {c.name: test_scores([c.read(i) for i in test], truth, num_classes) for c in caches}
         num_m = len(state.load_candidates(r).ids)
         new = [
             i for i in dict.fromkeys(record.counterexamples + record.test) if i not in self._earlier_labels(state, r)
@@ -522,19 +455,3 @@ def _all_gather(trainer: Trainer) -> Any:
         return out
 
     return gather
-
-
-def _load_if_skipped(result: StageResult) -> None:
-    """A stage found done: load its final weights into its module (later stages continue from them)."""
-    if result.status == "skipped" and result.final_checkpoint is not None and result.module is not None:
-        weights = read_weights(result.final_checkpoint, prefix="")
-        result.module.load_state_dict(weights.state_dict)
-
-
-def _keep_weights(folder: Path, result: StageResult) -> None:
-    """A competitor trained without a ``final.ckpt`` (``fast_dev_run``): keep its weights as ``weights.ckpt``."""
-    if result.final_checkpoint is not None or result.module is None or rank_zero_only.rank != 0:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(result.module.hparams).items()}
-    torch.save({"state_dict": result.module.state_dict(), "hyper_parameters": hparams}, folder / "weights.ckpt")

@@ -49,6 +49,16 @@ def tiny_data_args(data_cache: Path) -> list[str]:
     return args
 
 
+def voc_fixture_roots(data_cache: Path) -> tuple[Path, Path]:
+    """The tiny VOC devkit and SBD release (generated once per session): ``(VOC2012 root, SBD dataset root)``."""
+    from tests.voc_fixture import make_voc_sbd
+
+    base = data_cache / "voc_sbd"
+    if not base.exists():
+        make_voc_sbd(base)
+    return base / "VOCdevkit" / "VOC2012", base / "benchmark_RELEASE" / "dataset"
+
+
 def data_args(config: Path, data_cache: Path) -> list[str]:
     """CLI overrides pointing a shipped config's DataModule at tiny seeded fixture data."""
     text = config.read_text()
@@ -57,15 +67,16 @@ def data_args(config: Path, data_cache: Path) -> list[str]:
     if "class_path: SemiSupervisedSyntheticDataModule" in text:
         return [*tiny_data_args(data_cache), "--data.init_args.num_full=4", one_full_per_batch]
     if "class_path: SemiSupervisedVOCDataModule" in text:
-        from tests.voc_fixture import make_voc_sbd
-
-        base = data_cache / "voc_sbd"
-        if not base.exists():
-            make_voc_sbd(base)
-        voc, sbd = base / "VOCdevkit" / "VOC2012", base / "benchmark_RELEASE" / "dataset"
+        voc, sbd = voc_fixture_roots(data_cache)
         # F from all 6 train_aug ids, so half of F (the ancillary stage's set) is 2 images, not 1
         pool = ["--data.init_args.full_pool=train_aug", "--data.init_args.num_full=4", one_full_per_batch]
         return [f"--data.init_args.root={voc}", f"--data.init_args.sbd_root={sbd}", *small, *pool]
+    if "class_path: VOCDataModule" in text:
+        from tests.mad_voc_fixture import make_mad_voc
+
+        voc, sbd = voc_fixture_roots(data_cache)
+        mad = make_mad_voc(data_cache / "mad_voc", voc) if "MADTroubleshooting" in text else []
+        return [f"--data.init_args.root={voc}", f"--data.init_args.sbd_root={sbd}", *small, *mad]
     if "class_path: SemiSupervisedCityscapesDataModule" in text:
         from tests.cityscapes_fixture import make_cityscapes
 

@@ -1,3 +1,3 @@
-from segmend.viz.overlay import blend, colorize, denormalize, overlay_grid
+from segmend.viz.overlay import blend, colorize, denormalize, label_grid, overlay_grid
 
-__all__ = ["blend", "colorize", "denormalize", "overlay_grid"]
+__all__ = ["blend", "colorize", "denormalize", "label_grid", "overlay_grid"]

@@ -148,23 +148,55 @@ def overlay_grid(
         largest image's (smaller ones are padded with white).
 
     """
+    return label_grid(images, [targets, predictions], palette, ignore_index, gap, class_names, headers, legend)
+
+
+def label_grid(
+    images: Sequence[np.ndarray],
+    columns: Sequence[Sequence[np.ndarray]],
+    palette: np.ndarray,
+    ignore_index: int = 255,
+    gap: int = 2,
+    class_names: Sequence[str] | None = None,
+    headers: Sequence[str] | None = None,
+    legend: bool = True,
+) -> np.ndarray:
+    """One row per image: the image, then one palette overlay per column of label maps.
+
+    Args:
+        images: (H, W, 3) uint8 images.
+        columns: Each a sequence of (H, W) label maps, one per image (ground truth, predictions, ...).
+        palette: (N, 3) uint8 colours by class index.
+        ignore_index: Label of unlabeled pixels (shown white).
+        gap: White pixels between tiles.
+        class_names: Names shown in the legend; class indices when ``None``.
+        headers: ``1 + len(columns)`` titles drawn above the tiles; ``None`` draws none.
+        legend: Draw a legend of the classes present in any column below the tiles.
+
+    Returns:
+        (header + rows * (H + gap) + legend, (1 + len(columns)) * (W + gap), 3) uint8 grid, where H
+        and W are the largest image's (smaller ones are padded with white).
+
+    Raises:
+        ValueError: If ``headers`` does not have one title per grid column.
+
+    """
+    width = 1 + len(columns)
+    if headers and len(headers) != width:
+        raise ValueError(f"headers needs {width} titles (the image and each column); got {len(headers)}.")
     height = max(image.shape[0] for image in images) + gap
     column = max(image.shape[1] for image in images) + gap
     rows = []
-    for image, target, pred in zip(images, targets, predictions, strict=True):
-        tiles = [
-            image,
-            blend(image, colorize(target, palette, ignore_index)),
-            blend(image, colorize(pred, palette, ignore_index)),
-        ]
+    for index, image in enumerate(images):
+        tiles = [image, *(blend(image, colorize(maps[index], palette, ignore_index)) for maps in columns)]
         rows.append(np.concatenate([_pad_to(tile, height, column) for tile in tiles], axis=1))
     parts = []
     font = grid_font(column - gap)
     if headers:
-        parts.append(_header_band(3 * column, column, headers, font))
+        parts.append(_header_band(width * column, column, headers, font))
     parts += rows
     if legend:
-        entries = legend_entries([*targets, *predictions], palette, class_names, ignore_index)
+        entries = legend_entries([m for maps in columns for m in maps], palette, class_names, ignore_index)
         if entries:
-            parts.append(_legend_band(3 * column, entries, font))
+            parts.append(_legend_band(width * column, entries, font))
     return np.concatenate(parts, axis=0)
