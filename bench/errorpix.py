@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -58,23 +56,19 @@ from segmend.precision import auto_precision
 from segmend.runs import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import code_state, command_line, machine  # noqa: E402
-from verdicts import comparison, difference_interval, ratio_interval  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "docs" / "results"
-RUNS = RESULTS / "errorpix_runs"  # one JSON per seed, and timing.json
-REPORT = RESULTS / "errorpix.md"
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
-OURS = "ours_t0.7"
-TABLE3 = (
-    ("semantic", "DeepLabV3+ (the semantic branch)"),
-    ("gau_decoder", "DeepLabV3+-GAU-Decoder"),
-    ("layer_cascade", "LC-GAU-Decoder (rho 0.95)"),
-    ("hard_mining", "DeepLabV3+-GAU-Decoder, hard mining (loss rank, top 20%)"),
-    ("bagging", "DeepLabV3+-Bagging (detail branch on all pixels, averaged)"),
-    (OURS, "Ours (t = 0.7)"),
+from errorpix_report import (  # noqa: E402
+    DIAGNOSES,
+    OURS,
+    REPO,
+    RUNS,
+    TABLE3,
+    THRESHOLDS,
+    load_json,
+    save_json,
+    strip_option,
+    write_report,
 )
+from provenance import code_state, command_line, machine  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -191,16 +185,6 @@ def evaluate(module: LightningModule, data: SyntheticDataModule) -> dict[str, An
     return result
 
 
-#: The predictions :func:`diagnose` scores, by name.
-DIAGNOSES = {
-    "semantic": "semantic branch",
-    "detail": "detail branch alone",
-    "predicted_errors": "Eq. 5 with the predicted error mask (P_ep > t)",
-    "true_errors": "Eq. 5 with the true error mask (a perfect error branch)",
-    "average": "average of both branches' probabilities",
-}
-
-
 @torch.no_grad()
 def diagnose(module: ErrorPixelModule, data: SyntheticDataModule) -> dict[str, float]:
     """Test-set mIoU of each way to combine a trained error-pixel module's branches (:data:`DIAGNOSES`).
@@ -230,24 +214,6 @@ def diagnose(module: ErrorPixelModule, data: SyntheticDataModule) -> dict[str, f
         for name, predicted in labels.items():
             metrics[name].update(predicted, target)
     return {name: float(metric.compute()["mIoU"]) for name, metric in metrics.items()}
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    """A results file, or an empty dict when there is none yet."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def save_json(data: dict[str, Any], path: Path) -> None:
-    """Write a results file atomically, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial_file = path.with_suffix(".json.partial")
-    partial_file.write_text(json.dumps(data, indent=1, sort_keys=True))
-    partial_file.replace(path)
-
-
-def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
-    """Every seed's finished variants, by seed (as a string)."""
-    return {path.stem.removeprefix("seed"): load_json(path)["variants"] for path in sorted(folder.glob("seed*.json"))}
 
 
 class SeedRuns:
@@ -416,263 +382,6 @@ def time_branches(args: argparse.Namespace, regime: Regime) -> None:
     save_json(timing, args.results / "timing.json")
 
 
-# ---------------------------------------------------------------------------------------------- report
-def points(value: float) -> str:
-    """An mIoU as points with one decimal, e.g. ``'66.1'``."""
-    return f"{100 * value:.1f}"
-
-
-def mean_std(values: list[float]) -> str:
-    """``'66.1 ± 0.8'`` (points, sample std over seeds) or the single value; NaNs (empty denominators) left out."""
-    values = [value for value in values if not math.isnan(value)]
-    if len(values) < 2:
-        return points(values[0]) if values else "-"
-    return f"{points(statistics.mean(values))} ± {points(statistics.stdev(values))}"
-
-
-def paired(runs: dict[str, dict[str, Any]], subject: str, baseline: str, key: str = "mIoU") -> list[float]:
-    """Per-seed ``subject - baseline`` in points, over the seeds that have both."""
-    return [
-        100 * (variants[subject][key] - variants[baseline][key])
-        for variants in runs.values()
-        if subject in variants and baseline in variants
-    ]
-
-
-def difference_cell(differences: list[float], subject: str, baseline: str) -> tuple[str, str]:
-    """The paired difference with its 95% t interval, and the computed sentence (or why there is none)."""
-    if len(differences) < 2:
-        return "-", f"needs 2 or more paired seeds (has {len(differences)})"
-    interval = difference_interval(differences)
-    sentence = comparison(interval, subject, baseline, digits=2, unit=" pts")
-    return per_seed(interval.format(2, " pts")), per_seed(sentence)
-
-
-def per_seed(text: str) -> str:
-    """An interval's text with its sample named: here the rounds are seeds."""
-    return text.replace(" rounds)", " seeds)")
-
-
-def sweep_rows(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Tab. 1: error-pixel IoU, hard recall, precision and recall of the shared error branch at each t."""
-    sweeps = [variants[OURS]["sweep"] for variants in runs.values() if OURS in variants]
-    if not sweeps:
-        return []
-    rows = ["| t | error-pixel IoU (%) | hard recall (%) | precision (%) | recall (%) |", "|---|---|---|---|---|"]
-    for index, threshold in enumerate(sweeps[0]["threshold"]):
-        cells = [
-            mean_std([sweep[key][index] for sweep in sweeps]) for key in ("iou", "hard_recall", "precision", "recall")
-        ]
-        rows.append(f"| {threshold:g} | " + " | ".join(cells) + " |")
-    fraction = [sweep["error_fraction"][0] for sweep in sweeps]
-    hard = [sweep["hard_fraction"][0] for sweep in sweeps if "hard_fraction" in sweep]
-    rows.append("")
-    rows.append(
-        f"Erroneous share of the labelled test pixels: {mean_std(fraction)} %"
-        + (f"; hard errors (semantic max probability > 0.95) among them: {mean_std(hard)} %." if hard else ".")
-    )
-    return rows
-
-
-def curve_rows(runs: dict[str, dict[str, Any]], regime: Regime) -> list[str]:
-    """The semantic branch's learning curve (val mIoU by step, mean over seeds) and the computed plateau check."""
-    curves = [dict(variants["semantic"]["curve"]) for variants in runs.values() if "semantic" in variants]
-    if not curves:
-        return []
-    steps = sorted(set.intersection(*(set(curve) for curve in curves)))
-    rows = ["| step | " + " | ".join(str(step) for step in steps) + " |", "|---|" + "---|" * len(steps)]
-    rows.append("| val mIoU | " + " | ".join(mean_std([curve[step] for curve in curves]) for step in steps) + " |")
-    late = [step for step in steps if step <= (2 * regime.semantic_steps) // 3]
-    if late and len(curves) >= 2:
-        start = late[-1]
-        gains = [100 * (curve[steps[-1]] - curve[start]) for curve in curves]
-        interval = difference_interval(gains)
-        verdict = "a plateau" if interval.high <= 1.0 else "not shown to be a plateau"
-        rows += [
-            "",
-            f"Gain over the last third of training (step {start} to {steps[-1]}): {per_seed(interval.format(2, ' pts'))}; "
-            f"the whole interval at or below +1 point is called a plateau: **{verdict}**.",
-        ]
-    return rows
-
-
-def diagnosis_rows(folder: Path) -> list[str]:
-    """Each way to combine the trained branches (:func:`diagnose`), and the paired gaps between them."""
-    found = {seed: load_json(folder / f"seed{seed}.json").get("diagnostics", {}) for seed in load_runs(folder)}
-    found = {seed: d for seed, d in found.items() if OURS in d and "bagging" in d}
-    if not found:
-        return []
-    rows = ["| prediction | the branches of ours (t = 0.7) | the branches of bagging |", "|---|---|---|"]
-    for name, label in DIAGNOSES.items():
-        cells = [mean_std([d[variant][name] for d in found.values()]) for variant in (OURS, "bagging")]
-        rows.append(f"| {label} | " + " | ".join(cells) + " |")
-    codes = sorted({d[variant].get("code", "not recorded") for d in found.values() for variant in (OURS, "bagging")})
-    rows += [
-        "",
-        f"Diagnosed with code: {'; '.join(codes)}. Paired over {len(found)} seeds (ours' branches unless named):",
-        "",
-    ]
-    pairs = (
-        ("true_errors", "predicted_errors", "Eq. 5 with the true error mask", "Eq. 5 with the predicted one"),
-        ("average", "predicted_errors", "averaging ours' two branches", "Eq. 5 with the predicted mask"),
-        ("detail", "semantic", "ours' detail branch alone", "the semantic branch"),
-    )
-    for subject, baseline, subject_label, baseline_label in pairs:
-        gaps = [100 * (d[OURS][subject] - d[OURS][baseline]) for d in found.values()]
-        rows.append(f"- {difference_cell(gaps, subject_label, baseline_label)[1]}.")
-    gaps = [100 * (d["bagging"]["detail"] - d[OURS]["detail"]) for d in found.values()]
-    rows.append(
-        f"- {difference_cell(gaps, 'the detail branch trained on all pixels', 'the one trained on P_ep > t')[1]}."
-    )
-    return rows
-
-
-#: The paper's Tab. 3 (Cityscapes val mIoU, %): ours minus each row.
-PAPER_GAPS = {"semantic": 1.11, "gau_decoder": 1.01, "layer_cascade": 0.17, "hard_mining": 0.53, "bagging": 0.52}
-
-
-def claim_verdict(differences: list[float]) -> str:
-    """Whether a paper's "ours is higher" claim reproduces: by the paired interval's side of 0."""
-    if len(differences) < 2:
-        return "not resolved (fewer than 2 seeds)"
-    side = difference_interval(differences).side(0.0)
-    return {1: "reproduces", -1: "does not reproduce (ours is lower)", 0: "not resolved"}[side]
-
-
-def reproduction_rows(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Each claim of the paper's Tables 1-3 with the verdict computed from this run's numbers."""
-    rows = ["| the paper's claim | here | verdict |", "|---|---|---|"]
-    labels = dict(TABLE3)
-    for variant, gap in PAPER_GAPS.items():
-        differences = paired(runs, OURS, variant)
-        here = per_seed(difference_interval(differences).format(2, " pts")) if len(differences) >= 2 else "-"
-        rows.append(f"| ours above {labels[variant]} (+{gap} pts) | {here} | **{claim_verdict(differences)}** |")
-    means = {
-        t: statistics.mean(v[f"ours_t{t}"]["mIoU"] for v in runs.values() if f"ours_t{t}" in v) for t in THRESHOLDS
-    }
-    best = max(means, key=means.get)
-    against = paired(runs, "ours_t0.7", f"ours_t{best}") if best != 0.7 else []
-    verdict = (
-        "reproduces"
-        if best == 0.7
-        else f"best mean at t = {best}; "
-        + {
-            "reproduces": "0.7 is higher",
-            "does not reproduce (ours is lower)": f"0.7 is lower than {best}",
-        }.get(claim_verdict(against), "0.7 against it: not resolved")
-    )
-    rows.append(
-        f"| Tab. 2: t = 0.7 gives the best fused mIoU | means {', '.join(f'{t}: {points(m)}' for t, m in means.items())} | **{verdict}** |"
-    )
-    sweeps = [v[OURS]["sweep"] for v in runs.values() if OURS in v]
-    if sweeps:
-        count = len(sweeps[0]["threshold"])
-        iou = [statistics.mean(s["iou"][i] for s in sweeps) for i in range(count)]
-        hard = [statistics.mean(s["hard_recall"][i] for s in sweeps) for i in range(count)]
-        rises = all(b >= a for a, b in zip(iou[:3], iou[1:3], strict=False))
-        falls = all(b <= a for a, b in zip(hard, hard[1:], strict=False))
-        shape = "reproduces" if rises and falls else "does not reproduce"
-        trend = f"IoU {' → '.join(points(v) for v in iou)}; hard recall {' → '.join(points(v) for v in hard)}"
-        rows.append(
-            f"| Tab. 1: error IoU rises with t up to 0.7 while hard recall falls | {trend} | **{shape}** (means) |"
-        )
-    return rows
-
-
-def timing_rows(timing: dict[str, Any] | None) -> list[str]:
-    """Each branch's time per image and its ratio to the semantic branch, with 95% intervals over rounds."""
-    if not timing:
-        return []
-    rounds = timing["rounds"]
-    semantic = statistics.median(r["semantic"] for r in rounds)
-    rows = [
-        f"One {timing['size'][0]}x{timing['size'][1]} image, fp32, eval mode, {timing['threads']} threads, "
-        f"{len(rounds)} rounds, the branches' order rotating each round (seed {timing['seed']}'s trained module).",
-        "",
-        "| branch | median time (ms) | ratio to the semantic branch | paper (0.38 s DeepLabV3+) |",
-        "|---|---|---|---|",
-        f"| semantic (DeepLabV3+) | {1000 * semantic:.1f} | 1 | 0.38 s |",
-    ]
-    for name, paper in (("error", 0.05), ("detail", 0.28)):
-        interval = ratio_interval([r[name] / r["semantic"] for r in rounds])
-        median = statistics.median(r[name] for r in rounds)
-        rows.append(f"| {name} branch | {1000 * median:.1f} | {interval.format(3)} | {paper} s ({paper / 0.38:.2f}) |")
-    return rows
-
-
-def parent(command: str | None) -> str:
-    """The command as the user gave it: a child's command without the options its parent added."""
-    words = strip_option((command or "").split(), ("--seeds", "--jobs", "--no-report", "--threads"))
-    return " ".join(words)
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it."""
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-def write_report(args: argparse.Namespace, regime: Regime) -> None:
-    """Write ``docs/results/errorpix.md`` from the per-seed JSON files and ``timing.json``."""
-    runs = load_runs(args.results)
-    seeds = sorted(runs, key=int)
-    files = [load_json(args.results / f"seed{seed}.json") for seed in seeds]
-    provenance = sorted(
-        {f"{f.get('machine')}; code: {f.get('code')}; command: `{parent(f.get('command'))}`" for f in files}
-    )
-    lines = [
-        "# Erroneous-pixel prediction: the paper's Tables 1-3 on the synthetic scenes",
-        "",
-        f"Generated by `bench/errorpix.py` from `{shown(args.results)}/` (see the script's docstring for "
-        "every run; `python bench/errorpix.py --report-only` rewrites this page).  ",
-        *[f"Runs made on: {line}  " for line in provenance],
-        f"Seeds: {', '.join(seeds)} (each initialises every net and orders every variant's batches alike; "
-        "the images are the same for every seed).  ",
-        f"Regime: {json.dumps(asdict(regime))}.  ",
-        f"Scores: mIoU on {regime.test_images} held-out synthetic test images (another data seed), "
-        "mean ± sample std over seeds, in points; differences are paired by seed with a 95% t interval.",
-        "",
-        "## The semantic branch's learning curve",
-        "",
-        *curve_rows(runs, regime),
-        "",
-        "## Tab. 1: error prediction at each threshold t (the error branch of `ours_t0.7`)",
-        "",
-        *sweep_rows(runs),
-        "",
-        "## Tab. 2: the threshold t of the detail branch's pixels and of the fusion",
-        "",
-        "| t | fused mIoU | semantic mIoU (same images) | fused - semantic (paired) |",
-        "|---|---|---|---|",
-    ]
-    for threshold in THRESHOLDS:
-        variant = f"ours_t{threshold}"
-        fused = [v[variant]["mIoU"] for v in runs.values() if variant in v]
-        semantic = [v[variant]["semantic_mIoU"] for v in runs.values() if variant in v]
-        gain, _ = difference_cell(paired(runs, variant, "semantic"), variant, "semantic")
-        lines.append(f"| {threshold:g} | {mean_std(fused)} | {mean_std(semantic)} | {gain} |")
-    lines += ["", "## Tab. 3: against the baselines", ""]
-    lines += ["| method | mIoU | ours - method (paired) |", "|---|---|---|"]
-    sentences = []
-    for variant, label in TABLE3:
-        values = [v[variant]["mIoU"] for v in runs.values() if variant in v]
-        cell, sentence = ("", "") if variant == OURS else difference_cell(paired(runs, OURS, variant), "ours", label)
-        lines.append(f"| {label} | {mean_std(values)} | {cell or '-'} |")
-        if sentence:
-            sentences.append(f"- {sentence}.")
-    lines += ["", "Computed from the intervals above:", "", *sentences]
-    lines += ["", "## What reproduces (verdicts computed from the tables above)", "", *reproduction_rows(runs)]
-    lines += ["", "## Where the differences come from", "", *diagnosis_rows(args.results)]
-    lines += ["", "## Inference time of the branches", "", *timing_rows(load_json(args.results / "timing.json")), ""]
-    lines += ["Seconds per run (training and evaluation, mean over seeds):", ""]
-    variants = sorted({name for v in runs.values() for name in v})
-    lines += [
-        f"- {name}: {statistics.mean(v[name]['seconds'] for v in runs.values() if name in v):.0f} s"
-        for name in variants
-    ]
-    REPORT.write_text("\n".join(lines) + "\n")
-    print(f"wrote {REPORT}")
-
-
 def run_in_parallel(args: argparse.Namespace, argv: list[str]) -> None:
     """Split the seeds over ``--jobs`` child processes of this script, one thread each, and wait for them."""
     train_data(args.regime).prepare_data()  # generate the cached images once, before the children read them
@@ -686,17 +395,6 @@ def run_in_parallel(args: argparse.Namespace, argv: list[str]) -> None:
     codes = [child.wait() for child in children]
     if any(codes):
         raise SystemExit(f"a child run failed (exit codes {codes}); re-run the same command to resume.")
-
-
-def strip_option(argv: list[str], options: tuple[str, ...]) -> list[str]:
-    """``argv`` without the given options and their values."""
-    kept, skipping = [], False
-    for arg in argv:
-        if arg.startswith("--"):
-            skipping = arg in options
-        if not skipping:
-            kept.append(arg)
-    return kept
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,18 @@ TINY_SYNTHETIC = {
     "batch_size": 4,
     "num_workers": 0,
 }
+#: Trainer arguments of a quick, quiet CPU fit (2 steps, 1 validation batch) for Python-API tests.
+TINY_TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_steps": 2,
+    "max_epochs": 1,
+    "limit_val_batches": 1,
+    "num_sanity_val_steps": 0,
+    "logger": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""bench/errorpix.py's report: paired differences, verdicts and the plateau check computed from per-seed JSON."""
+"""bench/errorpix_report.py: paired differences, verdicts and the plateau check computed from per-seed JSON."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _SPEC = importlib.util.spec_from_file_location("bench_errorpix", _PATH)
 errorpix = importlib.util.module_from_spec(_SPEC)
 sys.modules[_SPEC.name] = errorpix  # dataclasses look the module up while the class is built
 _SPEC.loader.exec_module(errorpix)
+report_module = sys.modules["errorpix_report"]  # what bench/errorpix.py imports its report from
 
 SWEEP = {
     "threshold": [0.5, 0.6, 0.7, 0.8],
@@ -55,8 +56,8 @@ def test_report_computes_paired_intervals_verdicts_and_the_plateau(tmp_path: Pat
     }
     write_seeds(tmp_path, regime, gaps, curve_end=[0.7, 0.71, 0.72])
     report = tmp_path / "errorpix.md"
-    monkeypatch.setattr(errorpix, "REPORT", report)
-    errorpix.write_report(argparse.Namespace(results=tmp_path), regime)
+    monkeypatch.setattr(report_module, "REPORT", report)
+    report_module.write_report(argparse.Namespace(results=tmp_path), regime)
     text = report.read_text()
 
     semantic = [70 + seed - gap for seed, gap in enumerate(gaps["semantic"])]  # points
@@ -81,5 +82,5 @@ def test_report_computes_paired_intervals_verdicts_and_the_plateau(tmp_path: Pat
 
 def test_child_options_are_stripped_from_the_command():
     command = "python bench/errorpix.py --semantic-steps 20 --jobs 1 --no-report --threads 1 --seeds 0 2 4"
-    assert errorpix.parent(command) == "python bench/errorpix.py --semantic-steps 20"
-    assert errorpix.strip_option(["--a", "1", "--seeds", "3", "5", "--b"], ("--seeds",)) == ["--a", "1", "--b"]
+    assert report_module.parent(command) == "python bench/errorpix.py --semantic-steps 20"
+    assert report_module.strip_option(["--a", "1", "--seeds", "3", "5", "--b"], ("--seeds",)) == ["--a", "1", "--b"]

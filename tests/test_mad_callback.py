@@ -23,21 +23,11 @@ from segmend.mad.oracle import SimulatedOracle
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
 from segmend.runs import fit
-from tests.conftest import REPO, TINY_SYNTHETIC, fast_cli_args
+from tests.conftest import REPO, TINY_SYNTHETIC, TINY_TRAINER, fast_cli_args
 
 CONFIG = REPO / "configs" / "mad_synthetic.yaml"
 
-TRAINER = {
-    "accelerator": "cpu",
-    "devices": 1,
-    "max_steps": 2,
-    "max_epochs": 1,
-    "limit_val_batches": 1,
-    "num_sanity_val_steps": 0,
-    "logger": False,
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-}
+TRAINER = TINY_TRAINER
 LOOP = {"n3": 5, "n4": 2, "test_size": 2, "per_class": 2, "bounds_statistic": "none", "finetune_steps": 2}
 
 
