@@ -30,6 +30,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from segmend.callbacks.mad_pool import (
     CompetitorCache,
+    ErrorMassScorer,
     PoolSource,
     gather_records,
     pool_statistics,
@@ -76,7 +77,12 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
         bounds_statistic: Content bounds from the training labels: ``"quartiles"`` (the paper's),
             ``"mean_std"``, or ``"none"`` (subgroups by predicted classes only, no size filter).
         strategy: ``"mad"`` (Algorithm 1) or another of :data:`segmend.mad.STRATEGIES`
-            (``entropy``, ``random``, ...; no weak scores are asked then).
+            (``entropy``, ``random``, ``error_mass``, ...; no weak scores are asked then).
+        error_checkpoint: An :class:`~segmend.modules.ErrorPixelModule` checkpoint (error stage
+            trained): its error branch adds the scalars ``error_mass`` and ``error_area`` to the
+            pool statistics. Required by ``strategy="error_mass"``. The branch judges its own
+            frozen semantic branch, so it describes the target exactly only while the target has
+            that branch's weights (round 0).
         finetune_steps: Optimizer steps of each fine-tuning fit.
         finetune_lr: Fine-tuning learning rate (SGD, momentum 0.9, weight decay 5e-4, poly decay
             with power 0.9, the paper's settings after Chen et al.).
@@ -107,6 +113,7 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
         per_class: int = 4,
         bounds_statistic: Literal["quartiles", "mean_std", "none"] = "quartiles",
         strategy: str = "mad",
+        error_checkpoint: str | None = None,
         finetune_steps: int = 200,
         finetune_lr: float = 1e-3,
         counterexamples_per_batch: int | None = None,
@@ -121,6 +128,8 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
             raise ValueError(f"strategy must be one of {sorted(STRATEGIES)}; got {strategy!r}.")
         if strategy == "mad" and not competitors:
             raise ValueError("strategy 'mad' needs competitors: give checkpoint paths or 'Arch:encoder' specs.")
+        if strategy == "error_mass" and error_checkpoint is None:
+            raise ValueError("strategy 'error_mass' needs error_checkpoint: an ErrorPixelModule checkpoint.")
         for name, value in {"rounds": rounds + 1, "n3": n3, "n4": n4, "test_size": test_size, "per_class": per_class,
                             "finetune_steps": finetune_steps, "raters": raters}.items():  # fmt: skip
             if value < 1:
@@ -135,6 +144,8 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
         self.test_size, self.per_class = test_size, per_class
         self.bounds_statistic = bounds_statistic
         self.strategy = strategy
+        self.error_checkpoint = error_checkpoint
+        self._scorers = [] if error_checkpoint is None else [ErrorMassScorer(error_checkpoint)]
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.counterexamples_per_batch = counterexamples_per_batch
         self.report_images = report_images
@@ -267,7 +278,7 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
             if not state.reached(r, "mined"):
                 records = pool_statistics(
                     module, caches, source, trainer.world_size, trainer.global_rank, num_classes, device,
-                    batch_size=getattr(trainer.datamodule, "eval_batch_size", 8),
+                    batch_size=getattr(trainer.datamodule, "eval_batch_size", 8), scorers=self._scorers,
                 )  # fmt: skip
                 stats = PoolStats.from_records(
                     gather_records(records, _all_gather(trainer), source.ids), num_classes, [c.name for c in caches]

@@ -23,10 +23,12 @@ from segmend.datamodules.pool import collate_skip_none
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from segmend.checkpoints import read_weights
 from segmend.frozen import FrozenModel
 from segmend.mad import ImageStats, batch_discrepancy, class_fractions, mean_pixel_entropy
 from segmend.mad.files import id_path
 from segmend.mad.human_files import read_label_mask, write_label_mask
+from segmend.nets.error_pixel import error_mass
 
 IGNORE_INDEX = 255
 
@@ -152,6 +154,66 @@ class CompetitorCache:
         return out
 
 
+class ErrorMassScorer:
+    """Per-image error mass of the pool's images from an error-prediction branch (the ``error_mass`` strategy).
+
+    Loads an :class:`~segmend.modules.ErrorPixelModule` checkpoint whose error stage is trained
+    and scores each image with its error branch, which judges the predictions of the module's own
+    frozen semantic branch. Padding is left out: each image's scores are over its own pixels.
+
+    Args:
+        checkpoint: The ErrorPixelModule checkpoint (its ``semantic_checkpoint``, if it names one, must exist).
+
+    """
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        self.checkpoint = Path(checkpoint)
+        self._model: LightningModule | None = None
+
+    def model(self, device: torch.device) -> LightningModule:
+        """The error-pixel module in eval mode, loaded on first use."""
+        if self._model is None:
+            from segmend.modules import ErrorPixelModule
+
+            self._model = load_module(ErrorPixelModule, self.checkpoint)
+            if not bool(self._model.error_ready):
+                raise ValueError(
+                    f"error_checkpoint {self.checkpoint}: its error branch is not trained (error_ready is false); "
+                    "give the checkpoint of a finished 'error' stage or later."
+                )
+        return self._model.to(device)
+
+    def __call__(self, images: Tensor, sizes: Sequence[Sequence[int]], device: torch.device) -> dict[str, list[float]]:
+        """``error_mass`` (mean predicted error probability) and ``error_area`` (error-mask fraction) per image."""
+        model = self.model(device)
+        with torch.no_grad():
+            error_prob = model.cascade(images.to(device), detail=False).error_prob.cpu()  # (B, 1, H, W)
+        threshold = float(model.hparams.threshold)
+        scores: dict[str, list[float]] = {"error_mass": [], "error_area": []}
+        for b, (h, w) in enumerate(sizes):
+            mass = error_mass(error_prob[b : b + 1, :, :h, :w], threshold)
+            scores["error_mass"].append(float(mass.mean[0]))
+            scores["error_area"].append(float(mass.area[0]))
+        return scores
+
+
+def load_module(cls: type[LightningModule], checkpoint: str | Path) -> LightningModule:
+    """A module of class ``cls`` built from a checkpoint's hyper-parameters, its weights loaded, in eval mode.
+
+    Raises:
+        ValueError: If the file is not a checkpoint of such a module or its weights do not fit.
+
+    """
+    weights = read_weights(checkpoint, prefix="")
+    try:
+        module = cls(**weights.hyper_parameters)
+        module.configure_models()
+        module.load_state_dict(weights.state_dict)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"checkpoint {checkpoint}: not a {cls.__name__} checkpoint that loads ({error})") from error
+    return module.eval()
+
+
 def target_probabilities(target: LightningModule, images: Tensor) -> Tensor:
     """(B, C, H, W) class probabilities of the target (eval mode is the caller's), without gradients."""
     predict = getattr(target, "predict_probabilities", None)
@@ -188,12 +250,14 @@ def pool_statistics(
     device: torch.device,
     batch_size: int = 8,
     num_workers: int = 0,
+    scorers: Sequence[Callable[[Tensor, list[list[int]], torch.device], dict[str, list[float]]]] = (),
 ) -> list[ImageStats]:
     """Per-image statistics of this process's shard of the pool (images ``rank, rank + world_size, ...``).
 
     Records of images that fail to load have ``readable=False``; rank 0 also adds the images the
-    pool skipped before loading. Scalars: ``entropy`` (mean pixel entropy of the target) and the
-    image's ``height`` and ``width``.
+    pool skipped before loading. Scalars: ``entropy`` (mean pixel entropy of the target), the
+    image's ``height`` and ``width``, and whatever each of ``scorers`` returns: a callable
+    ``(images, sizes, device) -> {name: one value per image}`` (e.g. :class:`ErrorMassScorer`).
     """
     records: list[ImageStats] = []
     indices = range(rank, len(source.dataset), world_size)
@@ -208,16 +272,21 @@ def pool_statistics(
         fractions = class_fractions(pred, num_classes).numpy()
         disc = [batch_discrepancy(pred, m, num_classes).numpy() for m in maps]
         comp = [class_fractions(m, num_classes).numpy() for m in maps]
+        extra: dict[str, list[float]] = {}
+        for scorer in scorers:
+            extra.update(scorer(batch["image"], sizes, device))
         for b, image_id in enumerate(batch["id"]):
             h, w = sizes[b]
             entropy = float(mean_pixel_entropy(probs[b : b + 1, :, :h, :w])[0])
+            scalars = {"entropy": entropy, "height": float(h), "width": float(w)}
+            scalars.update({name: values[b] for name, values in extra.items()})
             records.append(
                 ImageStats(
                     id=image_id,
                     discrepancy=[float(d[b]) for d in disc],
                     target_fractions=fractions[b].tolist(),
                     competitor_fractions=[c[b].tolist() for c in comp],
-                    scalars={"entropy": entropy, "height": float(h), "width": float(w)},
+                    scalars=scalars,
                 )
             )
     if rank == 0:

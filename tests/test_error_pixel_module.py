@@ -232,3 +232,27 @@ def test_sweep_goes_to_wandb_as_image_and_table(semantic_checkpoint: Path, data_
     assert logged == {("image", "val/error_sweep"), ("table", "val/error_sweep_table")}  # not in the sanity check
     assert len(logger.logged) == 4  # at both validations (after steps 1 and 2)
     assert (tmp_path / "error_sweep" / "val.md").is_file()
+
+
+def test_mad_pool_statistics_carry_the_error_mass_of_an_error_stage_checkpoint(
+    semantic_checkpoint: Path, data_cache: Path, tmp_path: Path
+):
+    from segmend.callbacks.mad_pool import ErrorMassScorer, PoolSource, pool_statistics
+
+    model = build(semantic_checkpoint, error_steps=2, detail_steps=1)
+    fit(model, synthetic(data_cache), tmp_path, limit_val_batches=1, logger=False, **QUIET)
+    scorer = ErrorMassScorer(tmp_path / "error" / "final.ckpt")
+    data = synthetic(data_cache)
+    source = PoolSource(data.dataset("wild", False))
+    target = SegmentationModule(num_classes=data.num_classes, **NET).eval()
+    device = torch.device("cpu")
+    records = pool_statistics(target, [], source, 1, 0, data.num_classes, device, batch_size=3, scorers=[scorer])
+    assert [r.id for r in records] == source.ids
+    loaded = scorer.model(device)
+    for record in records[:4]:
+        image = source.dataset[source.index(record.id)]["image"][None]
+        expected = loaded.error_mass(image)
+        assert record.scalars["error_mass"] == pytest.approx(float(expected.mean[0]), abs=1e-5)
+        assert record.scalars["error_area"] == pytest.approx(float(expected.area[0]), abs=1e-5)
+    with pytest.raises(ValueError, match="not a ErrorPixelModule checkpoint"):
+        ErrorMassScorer(semantic_checkpoint).model(device)

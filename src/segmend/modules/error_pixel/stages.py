@@ -142,6 +142,11 @@ class ErrorPixelStages:
         if result.name == "error":
             self.error_ready.fill_(True)
 
+    def on_train_end(self) -> None:
+        """After the error phase's training: mark the error branch trained, so the stage's final checkpoint says so."""
+        if self.phase == "error" and not self.trainer.interrupted:
+            self.error_ready.fill_(True)
+
     def on_train_start(self) -> None:
         """Check that the branches this phase reads are trained.
 
