@@ -3,7 +3,8 @@
 :class:`MADRoundSteps` is the part of :class:`~segmend.callbacks.MADTroubleshooting` that runs
 after the pool statistics are in ``stats.npz``: each step reads the previous one's files from
 :class:`~segmend.mad.state.MADState` and records its own, so a re-run starts at the first step not
-recorded; a step waiting for people returns what they must do.
+recorded; a step waiting for people returns what they must do. Round 0's evaluation also scores
+every model on the DataModule's validation split (the paper's T^(0)).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from segmend.callbacks.mad_pool import CompetitorCache, PoolSource, predict_maps
+from segmend.callbacks.mad_pool import CompetitorCache, PoolSource, dataset_miou, iterate_shard, predict_maps
 from segmend.callbacks.mad_report import report_round, test_scores
 
 from segmend.mad import (
@@ -125,7 +126,10 @@ class MADRoundSteps:
                       if i in labelled}  # fmt: skip
             state.save_labels(r, {**reused, **labels})
         if not state.reached(r, "evaluated"):
-            state.save_metrics(r, self.evaluate(state, r, module, source, caches, device, num_classes))
+            metrics = self.evaluate(state, r, module, source, caches, device, num_classes)
+            if r == 0:  # the paper's T^(0): every model on the validation split, before any fine-tuning
+                metrics["val"] = self.evaluate_val(trainer.datamodule, module, caches, device, num_classes)
+            state.save_metrics(r, metrics)
             self._log(trainer, r, state.load_metrics(r))
             report_round(trainer, module, state, r, source, caches, device, self.report_images)
         return None
@@ -171,6 +175,46 @@ class MADRoundSteps:
         return metrics
 
     @staticmethod
+    def evaluate_val(
+        datamodule: Any, module: LightningModule, caches: Sequence[CompetitorCache], device: torch.device,
+        num_classes: int,
+    ) -> dict[str, Any] | None:  # fmt: skip
+        """MIoU of the target and of every competitor on the DataModule's validation split (the paper's T^(0)).
+
+        Competitors run from their checkpoints (their maps of the validation images are not cached).
+
+        Args:
+            datamodule: The DataModule; its split ``"val"`` is read with the evaluation transform.
+            module: The target (eval mode is the caller's).
+            caches: The competitors.
+            device: Where the models predict.
+            num_classes: C.
+
+        Returns:
+            ``{"images": n, "target": {"mIoU": ...}, "competitors": {name: {"mIoU": ...}}}``, or
+            ``None`` (with a warning saying why) when the DataModule has no validation split.
+
+        """
+        source, missing = validation_source(datamodule)
+        if source is None:
+            rank_zero_warn(f"segmend MAD: {missing}, so no model is evaluated on it (the paper's T^(0)); "
+                           "the report's val column stays empty.")  # fmt: skip
+            return None
+        batch_size = getattr(datamodule, "eval_batch_size", 8)
+        labels = split_labels(source, batch_size)
+        ids = list(labels)
+
+        def scores(model: Any) -> dict[str, float]:
+            maps = predict_maps(model, source, ids, device, batch_size)
+            return {"mIoU": dataset_miou([maps[i] for i in ids], [labels[i] for i in ids], num_classes)}
+
+        result = {"images": len(ids), "target": scores(module),
+                  "competitors": {c.name: scores(c.model(device)) for c in caches}}  # fmt: skip
+        values = {"target": result["target"]["mIoU"], **{k: v["mIoU"] for k, v in result["competitors"].items()}}
+        rank_zero_info(f"segmend MAD: mIoU on the validation split ({len(ids)} images, the paper's T^(0)): {values}")
+        return result
+
+    @staticmethod
     def _log(trainer: Trainer, r: int, metrics: dict[str, Any]) -> None:
         values = {"mad/round": float(r), "mad/T_mIoU/target": metrics["target"]["mIoU"]}
         values.update({f"mad/T_mIoU/{name}": m["mIoU"] for name, m in metrics["competitors"].items()})
@@ -178,3 +222,41 @@ class MADRoundSteps:
         rank_zero_info(f"segmend MAD: round {r} metrics on T: {values}")
         for logger in trainer.loggers:
             logger.log_metrics(values, step=trainer.global_step)
+
+
+def validation_source(datamodule: Any) -> tuple[PoolSource | None, str | None]:
+    """The DataModule's labelled validation split (``dataset("val", False)``), or ``None`` and why there is none.
+
+    Args:
+        datamodule: A DataModule; one without a ``dataset(split, train)`` method, whose ``"val"``
+            split cannot be built (no id list, a DataModule of unlabelled images) or is empty has none.
+
+    Returns:
+        ``(source, None)``, or ``(None, reason)``.
+
+    """
+    name = type(datamodule).__name__
+    dataset_of = getattr(datamodule, "dataset", None)
+    if not callable(dataset_of):
+        return None, f"{name} has no validation split (no dataset(split) method)"
+    try:
+        dataset = dataset_of("val", False)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        return None, f"{name} has no validation split ({error})"
+    if not hasattr(dataset, "ids") or len(dataset) == 0:
+        return None, f"{name}'s validation split is empty or has no ids"
+    return PoolSource(dataset), None
+
+
+def split_labels(source: PoolSource, batch_size: int = 8) -> dict[str, np.ndarray]:
+    """``id -> (H, W)`` label of every image of a labelled split, as its samples hold it (padding cropped).
+
+    Images that fail to load are left out.
+    """
+    labels: dict[str, np.ndarray] = {}
+    for batch, _failed in iterate_shard(source, range(len(source.dataset)), batch_size):
+        if batch is None:
+            continue
+        for b, (h, w) in enumerate(batch["content_size"].tolist()):
+            labels[batch["id"][b]] = batch["mask"][b, :h, :w].numpy()
+    return labels

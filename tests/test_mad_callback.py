@@ -11,19 +11,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch import Callback
 from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_pool import CompetitorCache
-from segmend.datamodules import SyntheticDataModule
+from segmend.callbacks.mad_round import MADRoundSteps, validation_source
+from segmend.datamodules import ImageFolderPoolDataModule, SyntheticDataModule
 
 from segmend.cli import main
 from segmend.mad.human_files import write_label_mask, write_rater_scores
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import SimulatedOracle
+from segmend.mad.report import VAL_HEADER
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
 from segmend.runs import fit
 from tests.conftest import REPO, TINY_SYNTHETIC, TINY_TRAINER, fast_cli_args
+from tests.test_mad_report import markdown_rows
 
 CONFIG = REPO / "configs" / "mad_synthetic.yaml"
 
@@ -48,6 +52,25 @@ def data(cache: Path) -> SyntheticDataModule:
 def target(datamodule: SyntheticDataModule) -> SegmentationModule:
     return SegmentationModule(num_classes=datamodule.num_classes, class_names=datamodule.class_names,
                               arch="Unet", encoder_name="resnet18")  # fmt: skip
+
+
+def val_miou(checkpoint: Path, datamodule: SyntheticDataModule) -> float:
+    """MIoU of a checkpoint's SegmentationModule on the val split, computed here (not with the loop's code).
+
+    The val images are one batch (they are of one size), as in the loop (``eval_batch_size`` >= their number).
+    """
+    module = SegmentationModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    samples = [datamodule.dataset("val", False)[k] for k in range(TINY_SYNTHETIC["num_val"])]
+    with torch.no_grad():
+        predictions = module(torch.stack([s["image"] for s in samples])).argmax(1)
+    num_classes = datamodule.num_classes
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for sample, prediction in zip(samples, predictions, strict=True):
+        h, w = sample["content_size"].tolist()
+        label, pred = sample["mask"][:h, :w].numpy(), prediction[:h, :w].numpy()
+        np.add.at(confusion, (label[label != 255], pred[label != 255]), 1)
+    union = confusion.sum(0) + confusion.sum(1) - np.diag(confusion)
+    return float(np.mean(np.diag(confusion)[union > 0] / union[union > 0]))
 
 
 def test_two_round_simulated_loop(tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch):
@@ -87,6 +110,17 @@ def test_two_round_simulated_loop(tmp_path: Path, data_cache: Path, monkeypatch:
         assert metrics["S"] == len(record.counterexamples) and metrics["T"] == len(record.test)
     # the competitor ran over the pool once (round 0); later rounds read its cached maps
     assert loads == ["FPN-resnet18"]
+    # the paper's T^(0): round 0 evaluates the initial target and every competitor on the val split, once
+    val = state.load_metrics(0)["val"]
+    assert val["images"] == TINY_SYNTHETIC["num_val"] and set(val["competitors"]) == {"FPN-resnet18"}
+    target_val = val_miou(tmp_path / "mad_target" / "final.ckpt", datamodule)
+    assert val["target"]["mIoU"] == pytest.approx(target_val, abs=1e-9)
+    competitor_val = val_miou(tmp_path / "mad_competitor_0_FPN-resnet18" / "final.ckpt", datamodule)
+    assert val["competitors"]["FPN-resnet18"]["mIoU"] == pytest.approx(competitor_val, abs=1e-9)
+    assert all("val" not in state.load_metrics(r) for r in (1, 2))
+    rows = markdown_rows((layout.root / "report.md").read_text())
+    assert rows["model"] == [VAL_HEADER, "T(0)", "T(1)", "T(2)"]
+    assert rows["target"][0] == f"{target_val:.3f}" and rows["FPN-resnet18"][0] == f"{competitor_val:.3f}"
     # S is accumulated and never picked again; it joins the training data of the next rounds, in every batch
     s0, s1 = state.round(0).counterexamples, state.round(1).counterexamples
     assert s1 and not set(s0) & set(s1)
@@ -158,6 +192,16 @@ def test_unreadable_pool_images_are_skipped_and_reported(tmp_path: Path, data_ca
     assert all(np.isfinite(stats.discrepancy[:, stats.readable]).ravel())
     report = json.loads((MADLayout(tmp_path / "run").round_dir(0) / "pool_report.json").read_text())
     assert [entry["path"] for entry in report["skipped"]] == ["broken.jpg"] and report["num_images"] == 24
+
+
+def test_no_validation_split_is_recorded_as_none(tmp_path: Path, tiny_synthetic: SyntheticDataModule):
+    images_only = ImageFolderPoolDataModule(root=str(tmp_path), class_names=["background", "thing"])
+    for datamodule in (images_only, object()):
+        assert validation_source(datamodule)[0] is None
+        with pytest.warns(UserWarning, match="has no validation split"):
+            assert MADRoundSteps.evaluate_val(datamodule, None, [], torch.device("cpu"), 2) is None
+    source, missing = validation_source(tiny_synthetic)
+    assert missing is None and len(source.ids) == TINY_SYNTHETIC["num_val"]
 
 
 def test_arguments_are_checked():

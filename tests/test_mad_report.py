@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,27 +21,38 @@ from segmend.datamodules.voc import VOC_CLASSES
 
 from segmend.mad import Selection, annotation_cost
 from segmend.mad.human_files import write_label_mask
-from segmend.mad.report import GRID_NAME, REPORT_NAME, report_markdown, stability_of, table1, write_report
+from segmend.mad.report import (
+    GRID_NAME,
+    REPORT_NAME,
+    VAL,
+    VAL_HEADER,
+    report_markdown,
+    stability_of,
+    table1,
+    write_report,
+)
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
 from tests.test_mad_state import make_stats
 
 RATERS = ("alice", "bob")
+VAL_RESULTS = {"images": 7, "target": {"mIoU": 0.61}, "competitors": {"unet": {"mIoU": 0.64}, "fpn": {"mIoU": 0.58}}}
 
 
 def metrics_of(r: int, test: list[str], per_image: bool = True) -> dict[str, Any]:
-    """Made-up metrics of round r: the target improves, the competitors stay (NaN for one of them)."""
+    """Made-up metrics of round r: the target improves, the competitors stay (NaN for one of them); val in round 0."""
     rows = {"target": 0.3 + 0.1 * r, "unet": 0.25, "fpn": float("nan") if r == 1 else 0.2}
     values: dict[str, Any] = {name: {"mIoU": value} for name, value in rows.items()}
     if per_image:
         for k, (name, value) in enumerate(rows.items()):
             values[name]["per_image"] = [value + 0.01 * (i + k) for i in range(len(test))]
-    return {"target": values.pop("target"), "competitors": values, "round": r, "strategy": "mad", "M": 5,
-            "S": 1, "T": len(test), "new_labels": 5 - r}  # fmt: skip
+    metrics = {"target": values.pop("target"), "competitors": values, "round": r, "strategy": "mad", "M": 5,
+               "S": 1, "T": len(test), "new_labels": 5 - r}  # fmt: skip
+    return {**metrics, VAL: VAL_RESULTS} if r == 0 else metrics
 
 
-def run_round(state: MADState, r: int, per_image: bool = True, finish: bool = True) -> dict[str, Any]:
-    """Round r through every phase: M of 5 images, 2 raters, S = 1 image, T = 4 images."""
+def run_round(state: MADState, r: int, per_image: bool = True, finish: bool = True, **changes: Any) -> dict[str, Any]:
+    """Round r through every phase: M of 5 images, 2 raters, S = 1 image, T = 4 images (``changes``: to the metrics)."""
     stats = make_stats()
     state.save_stats(r, stats)
     ids = [i for i in stats.ids.tolist() if i != "folder/img2.jpg"]
@@ -48,7 +60,7 @@ def run_round(state: MADState, r: int, per_image: bool = True, finish: bool = Tr
     state.save_scores(r, {image: {rater: 1 + k % 5 for rater in RATERS} for k, image in enumerate(ids)})
     state.save_selection(r, ids[:1], ids[1:], out_of_domain=[])
     state.save_labels(r, {image: np.zeros((4, 5), dtype=np.uint8) for image in ids})
-    metrics = metrics_of(r, ids[1:], per_image)
+    metrics = {**metrics_of(r, ids[1:], per_image), **changes}
     state.save_metrics(r, metrics)
     if finish:
         state.finish_round(r)
@@ -56,11 +68,11 @@ def run_round(state: MADState, r: int, per_image: bool = True, finish: bool = Tr
 
 
 def markdown_rows(text: str) -> dict[str, list[str]]:
-    """First cell -> the other cells of every markdown table row."""
+    """First cell -> the other cells of every markdown table row (escaped pipes ``\\|`` stay in their cell)."""
     rows = {}
     for line in text.splitlines():
         if line.startswith("| ") and not line.startswith("|---"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # "\\|" is a cell's pipe
             rows[cells[0]] = cells[1:]
     return rows
 
@@ -73,15 +85,20 @@ def test_table1_equals_the_metrics_files_and_hours_add_up(tmp_path: Path) -> Non
     assert path == tmp_path / "mad" / REPORT_NAME
     text = path.read_text()
     rows = markdown_rows(text)
-    assert rows["model"] == ["T(0)", "T(1)"]
+    assert rows["model"] == [VAL_HEADER, "T(0)", "T(1)"] and VAL_HEADER == "val (paper's T^(0))"
     for name in ("target", "unet", "fpn"):
         for r in (0, 1):
             stored = state.load_metrics(r)
             value = stored["target"] if name == "target" else stored["competitors"][name]
-            cell = rows[name][r]
+            cell = rows[name][1 + r]
             assert cell == ("–" if value["mIoU"] is None else f"{value['mIoU']:.3f}"), (name, r, cell)
-    assert rows["fpn"][1] == "–"  # NaN is stored as null and shown as a dash
+    assert rows["fpn"][2] == "–"  # NaN is stored as null and shown as a dash
+    # the first column: every model on the validation split (the paper's T^(0)), from round 0's metrics
+    assert [rows[name][0] for name in ("target", "unet", "fpn")] == ["0.610", "0.640", "0.580"]
+    assert rows["\\|T\\|"] == ["7", "4", "4"]
+    assert "the paper's T^(0)" in text and "It is empty" not in text
     assert table1({r: state.load_metrics(r) for r in (0, 1)})["target"] == {
+        VAL: pytest.approx(0.61),
         0: pytest.approx(0.3),
         1: pytest.approx(0.4),
     }
@@ -93,6 +110,22 @@ def test_table1_equals_the_metrics_files_and_hours_add_up(tmp_path: Path) -> Non
     assert math.isclose(total.hours, sum(round_hours))
     assert f"So far {total.hours:.2f} h of annotation against {total.dense_all_hours:.2f} h" in text
     assert "## Ranking stability" in text and "| 2 | " in text  # T of 4 images: k = 2, 3 against 4
+
+
+def test_without_a_validation_split_the_val_column_is_empty(tmp_path: Path) -> None:
+    state = MADState(tmp_path)
+    run_round(state, 0, val=None)  # what the loop records when the DataModule has no val split
+    run_round(state, 1, finish=False)
+    text = report_markdown(state)
+    rows = markdown_rows(text)
+    assert rows["model"] == [VAL_HEADER, "T(0)", "T(1)"]
+    assert [rows[name][0] for name in ("target", "unet", "fpn")] == ["–", "–", "–"]
+    assert rows["target"][1:] == ["0.300", "0.400"] and rows["\\|T\\|"] == ["–", "4", "4"]
+    assert "It is empty: round 0's metrics hold no results on a validation split" in text
+    assert table1({0: {"target": {"mIoU": 0.5}, "competitors": {"fpn": {"mIoU": 0.2}}}}) == {
+        "target": {VAL: None, 0: 0.5},
+        "fpn": {VAL: None, 0: 0.2},
+    }
 
 
 def test_the_report_is_regenerated_from_the_files_alone(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 Nothing here needs a model: the report is regenerated from ``metrics.json`` of every evaluated
 round and ``state.json``, so a resumed run writes the same report. It holds:
 
-- the shape of the paper's Table 1: the mIoU of the target and of each competitor on T of each
-  round (column ``T(r)``: the target there is the target after r fine-tuning rounds);
+- the shape of the paper's Table 1: the mIoU of the target and of each competitor on the
+  DataModule's validation split (column ``val``, the paper's T^(0), from round 0's metrics: the
+  target before any fine-tuning) and on T of each round (column ``T(r)``: the target there is the
+  target after r fine-tuning rounds);
 - the annotation hours (:func:`segmend.mad.annotation_cost`) per round and so far, against
   labelling every image of M densely;
 - the ranking stability (:func:`segmend.mad.ranking_stability`) on the latest round's T, when
@@ -32,6 +34,8 @@ REPORT_NAME = "report.md"
 GRID_NAME = "counterexamples.png"
 MIN_STABILITY_IMAGES = 4
 TARGET = "target"
+VAL = "val"
+VAL_HEADER = "val (paper's T^(0))"
 
 
 def evaluated_metrics(state: MADState) -> dict[int, dict[str, Any]]:
@@ -39,23 +43,33 @@ def evaluated_metrics(state: MADState) -> dict[int, dict[str, Any]]:
     return {r: state.load_metrics(r) for r in sorted(state.rounds) if state.reached(r, "evaluated")}
 
 
-def table1(metrics: Mapping[int, Mapping[str, Any]]) -> dict[str, dict[int, float | None]]:
-    """The shape of the paper's Table 1: ``model -> {round -> mIoU on that round's T}``.
+def table1(metrics: Mapping[int, Mapping[str, Any]]) -> dict[str, dict[int | str, float | None]]:
+    """The shape of the paper's Table 1: ``model -> {"val": mIoU on T^(0), round -> mIoU on that round's T}``.
 
     Args:
-        metrics: ``round -> metrics.json``'s metrics (``target`` and ``competitors``, each ``{"mIoU": ...}``).
+        metrics: ``round -> metrics.json``'s metrics (``target`` and ``competitors``, each
+            ``{"mIoU": ...}``; round 0's ``val`` holds the same two keys for the validation split).
 
     Returns:
-        The target first, then the competitors in order of first appearance; ``None`` where a
-        model has no value (an empty T, or a model absent from a round).
+        The target first, then the competitors in order of first appearance; in each, the key
+        :data:`VAL` first (the validation split, the paper's T^(0)), then the rounds. ``None`` where
+        a model has no value (no validation split, an empty T, or a model absent from a round).
 
     """
-    table: dict[str, dict[int, float | None]] = {TARGET: {}}
+    val = validation_metrics(metrics) or {}
+    table: dict[str, dict[int | str, float | None]] = {TARGET: {VAL: val.get(TARGET, {}).get("mIoU")}}
+    for name, result in val.get("competitors", {}).items():
+        table[name] = {VAL: result.get("mIoU")}
     for r, values in metrics.items():
         table[TARGET][r] = values.get(TARGET, {}).get("mIoU")
         for name, result in values.get("competitors", {}).items():
-            table.setdefault(name, {})[r] = result.get("mIoU")
+            table.setdefault(name, {VAL: None})[r] = result.get("mIoU")
     return table
+
+
+def validation_metrics(metrics: Mapping[int, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Round 0's results on the validation split (``val``), or ``None`` (no validation split, or round 0 missing)."""
+    return metrics.get(0, {}).get(VAL)
 
 
 def round_cost(metrics: Mapping[str, Any], raters: int) -> AnnotationCost:
@@ -120,6 +134,24 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _table1_lines(metrics: Mapping[int, Mapping[str, Any]]) -> list[str]:
+    """The report's Table 1 section: prose, then the table (first column: the validation split)."""
+    rounds = list(metrics)
+    val = validation_metrics(metrics)
+    missing = (" It is empty: round 0's metrics hold no results on a validation split (the DataModule had none)."
+               if val is None else "")  # fmt: skip
+    lines = ["## mIoU on the validation split and the test sets T (the shape of the paper's Table 1)", ""]
+    lines += ["The first column is the DataModule's validation split, the paper's T^(0) (PASCAL VOC val there), "
+              "on which the target after its initial training (round 0, before any fine-tuning) and every "
+              f"competitor are evaluated once.{missing} Column T(r) is round r's test set (the paper's T^(r+1)); the "
+              "target there is the target after r fine-tuning rounds.", ""]  # fmt: skip
+    table = table1(metrics)
+    rows = [[name, *(_number(by_round.get(r)) for r in (VAL, *rounds))] for name, by_round in table.items()]
+    sizes = [str((val or {}).get("images", "–")), *(str(metrics[r].get("T", "–")) for r in rounds)]
+    rows.append(["\\|T\\|", *sizes])
+    return [*lines, *_table(["model", VAL_HEADER, *(f"T({r})" for r in rounds)], rows), ""]
+
+
 def report_markdown(state: MADState) -> str:
     """The report's markdown (module docstring), from the state's files."""
     metrics = evaluated_metrics(state)
@@ -129,14 +161,7 @@ def report_markdown(state: MADState) -> str:
     rounds = list(metrics)
     strategy = next(iter(metrics.values())).get("strategy", "mad")
     lines += [f"Strategy: `{strategy}`; rounds evaluated: {', '.join(map(str, rounds))}.", ""]
-    lines += ["## mIoU on the test sets T (the shape of the paper's Table 1)", ""]
-    lines += ["Column T(r) is round r's test set (the paper's T^(r+1)); the target there is the target after r "
-              "fine-tuning rounds. The paper's T^(0), the original validation set, is each fit's `val/mIoU` of the "
-              "target (the competitors are not evaluated on it).", ""]  # fmt: skip
-    table = table1(metrics)
-    rows = [[name, *(_number(by_round.get(r)) for r in rounds)] for name, by_round in table.items()]
-    rows.append(["\\|T\\|", *(str(metrics[r].get("T", "–")) for r in rounds)])
-    lines += [*_table(["model", *(f"T({r})" for r in rounds)], rows), ""]
+    lines += _table1_lines(metrics)
     lines += ["## Annotation hours", ""]
     costs = cumulative_costs(state, metrics)
     rows = []
