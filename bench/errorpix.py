@@ -63,12 +63,11 @@ from errorpix_report import (  # noqa: E402
     RUNS,
     TABLE3,
     THRESHOLDS,
-    load_json,
-    save_json,
     strip_option,
     write_report,
 )
 from provenance import code_state, command_line, machine  # noqa: E402
+from seed_tables import load_json, save_json  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from dataclasses import asdict
@@ -16,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from verdicts import comparison, difference_interval, ratio_interval  # noqa: E402
+from seed_tables import (  # noqa: E402
+    claim_verdict,
+    difference_cell,
+    load_json,
+    mean_std,
+    per_seed,
+    points,
+)
+from verdicts import difference_interval, ratio_interval  # noqa: E402
 
 if TYPE_CHECKING:
     from errorpix import Regime
@@ -47,19 +54,6 @@ DIAGNOSES = {
 }
 
 
-def load_json(path: Path) -> dict[str, Any]:
-    """A results file, or an empty dict when there is none yet."""
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def save_json(data: dict[str, Any], path: Path) -> None:
-    """Write a results file atomically, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial_file = path.with_suffix(".json.partial")
-    partial_file.write_text(json.dumps(data, indent=1, sort_keys=True))
-    partial_file.replace(path)
-
-
 def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
     """Every seed's finished variants, by seed (as a string)."""
     return {path.stem.removeprefix("seed"): load_json(path)["variants"] for path in sorted(folder.glob("seed*.json"))}
@@ -76,19 +70,6 @@ def strip_option(argv: list[str], options: tuple[str, ...]) -> list[str]:
     return kept
 
 
-def points(value: float) -> str:
-    """An mIoU as points with one decimal, e.g. ``'66.1'``."""
-    return f"{100 * value:.1f}"
-
-
-def mean_std(values: list[float]) -> str:
-    """``'66.1 ± 0.8'`` (points, sample std over seeds) or the single value; NaNs (empty denominators) left out."""
-    values = [value for value in values if not math.isnan(value)]
-    if len(values) < 2:
-        return points(values[0]) if values else "-"
-    return f"{points(statistics.mean(values))} ± {points(statistics.stdev(values))}"
-
-
 def paired(runs: dict[str, dict[str, Any]], subject: str, baseline: str, key: str = "mIoU") -> list[float]:
     """Per-seed ``subject - baseline`` in points, over the seeds that have both."""
     return [
@@ -96,20 +77,6 @@ def paired(runs: dict[str, dict[str, Any]], subject: str, baseline: str, key: st
         for variants in runs.values()
         if subject in variants and baseline in variants
     ]
-
-
-def difference_cell(differences: list[float], subject: str, baseline: str) -> tuple[str, str]:
-    """The paired difference with its 95% t interval, and the computed sentence (or why there is none)."""
-    if len(differences) < 2:
-        return "-", f"needs 2 or more paired seeds (has {len(differences)})"
-    interval = difference_interval(differences)
-    sentence = comparison(interval, subject, baseline, digits=2, unit=" pts")
-    return per_seed(interval.format(2, " pts")), per_seed(sentence)
-
-
-def per_seed(text: str) -> str:
-    """An interval's text with its sample named: here the rounds are seeds."""
-    return text.replace(" rounds)", " seeds)")
 
 
 def sweep_rows(runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -188,14 +155,6 @@ def diagnosis_rows(folder: Path) -> list[str]:
 
 #: The paper's Tab. 3 (Cityscapes val mIoU, %): ours minus each row.
 PAPER_GAPS = {"semantic": 1.11, "gau_decoder": 1.01, "layer_cascade": 0.17, "hard_mining": 0.53, "bagging": 0.52}
-
-
-def claim_verdict(differences: list[float]) -> str:
-    """Whether a paper's "ours is higher" claim reproduces: by the paired interval's side of 0."""
-    if len(differences) < 2:
-        return "not resolved (fewer than 2 seeds)"
-    side = difference_interval(differences).side(0.0)
-    return {1: "reproduces", -1: "does not reproduce (ours is lower)", 0: "not resolved"}[side]
 
 
 def reproduction_rows(runs: dict[str, dict[str, Any]]) -> list[str]:
