@@ -19,6 +19,8 @@ Run from a clean clone (``PYTHONPATH=<clone>/src:<clone>``); each part writes JS
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -156,22 +158,22 @@ def mining(target: SegmentationModule, caches: list[CompetitorCache], source: Po
 def measure_throughput(args: argparse.Namespace) -> dict[str, Any]:
     """Alternating rounds of plain inference and mining over the same pool; seconds of each."""
     data = SyntheticDataModule(cache_dir=str(args.work / "data"), seed=0, num_train=4, num_val=2,
-                               num_wild=args.pool_images, image_size=args.image_size)  # fmt: skip
+                               num_wild=args.speed_pool_images, image_size=args.speed_image_size)  # fmt: skip
     checkpoints = make_checkpoints(args.work / "speed_checkpoints", data)
     target = load_model(checkpoints["target"], data)
     source = PoolSource(data.dataset("wild", False))
     caches = caches_of(checkpoints, args.work / "speed_cache", data.num_classes)
-    mining(target, caches, source, data.num_classes, args.batch_size)  # fills the competitor caches
+    mining(target, caches, source, data.num_classes, args.speed_batch_size)  # fills the competitor caches
     rounds = []
     for _ in range(args.throughput_rounds):
         start = time.perf_counter()
-        images = plain_inference(target, source, args.batch_size)
+        images = plain_inference(target, source, args.speed_batch_size)
         plain = time.perf_counter() - start
         start = time.perf_counter()
-        mining(target, caches, source, data.num_classes, args.batch_size)
+        mining(target, caches, source, data.num_classes, args.speed_batch_size)
         rounds.append({"plain_s": plain, "mining_s": time.perf_counter() - start, "images": images})
         print(f"throughput round: plain {plain:.2f} s, mining {rounds[-1]['mining_s']:.2f} s", flush=True)
-    return {"image_size": args.image_size, "pool_images": args.pool_images, "batch_size": args.batch_size,
+    return {"image_size": args.speed_image_size, "pool_images": args.speed_pool_images, "batch_size": args.speed_batch_size,
             "competitors": len(caches), "threads": torch.get_num_threads(), "rounds": rounds}  # fmt: skip
 
 
@@ -189,23 +191,21 @@ def reset_peak_memory() -> None:
 
 
 def memory_child(args: argparse.Namespace) -> None:
-    """In a fresh process: mine a pool of ``--pool-images`` (competitors cached) and print the peak memory as JSON."""
-    import json
-
+    """In a fresh process: mine a pool of ``--speed-pool-images`` (competitors cached); print the peak memory as JSON."""
     data = SyntheticDataModule(cache_dir=str(args.work / "data"), seed=0, num_train=4, num_val=2,
-                               num_wild=args.pool_images, image_size=args.memory_image_size)  # fmt: skip
+                               num_wild=args.speed_pool_images, image_size=args.memory_image_size)  # fmt: skip
     checkpoints = {
         name: args.work / "speed_checkpoints" / name / "fit" / "final.ckpt" for name in ("target", "fpn", "unet")
     }
     target = load_model(checkpoints["target"], data)
     source = PoolSource(data.dataset("wild", False))
-    caches = caches_of(checkpoints, args.work / f"memory_cache_{args.pool_images}", data.num_classes)
+    caches = caches_of(checkpoints, args.work / f"memory_cache_{args.speed_pool_images}", data.num_classes)
     if args.fill_cache:
-        mining(target, caches, source, data.num_classes, args.batch_size)
+        mining(target, caches, source, data.num_classes, args.speed_batch_size)
         return
     reset_peak_memory()
     before = memory_status("VmRSS")
-    stats = mining(target, caches, source, data.num_classes, args.batch_size)
+    stats = mining(target, caches, source, data.num_classes, args.speed_batch_size)
     selection = select_candidates(stats, content_bounds(stats.target_fractions), n3=25)
     print(json.dumps({"pool_images": len(stats), "candidates": len(selection.ids), "rss_before_mib": before,
                       "peak_mib": memory_status("VmHWM")}))  # fmt: skip
@@ -213,12 +213,10 @@ def memory_child(args: argparse.Namespace) -> None:
 
 def measure_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Peak memory of a mining pass at each pool size, each in a fresh process after a process that fills the cache."""
-    import json
-
     results = []
     for size in args.memory_pools:
-        base = [sys.executable, __file__, "memory-child", "--work", str(args.work), "--pool-images", str(size),
-                "--memory-image-size", str(args.memory_image_size), "--batch-size", str(args.batch_size)]  # fmt: skip
+        base = [sys.executable, __file__, "memory-child", "--work", str(args.work), "--speed-pool-images", str(size),
+                "--memory-image-size", str(args.memory_image_size), "--speed-batch-size", str(args.speed_batch_size)]  # fmt: skip
         subprocess.run([*base, "--fill-cache"], check=True)
         output = subprocess.run(base, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
@@ -279,10 +277,16 @@ class SeedRuns:
 
     def __init__(self, seed: int, regime: Regime, work: Path, results: Path) -> None:
         self.seed, self.regime = seed, regime
-        self.folder = work / f"seed{seed}"
+        key = hashlib.sha1(json.dumps(asdict(regime), sort_keys=True).encode()).hexdigest()[:8]
+        self.folder = work / f"regime-{key}" / f"seed{seed}"  # another regime never reuses these runs
         self.cache = work / "data"
         self.results_file = results / f"seed{seed}.json"
         self.record = load_json(self.results_file) or {"seed": seed, "regime": asdict(regime), "variants": {}}
+        if self.record["regime"] != asdict(regime):
+            raise SystemExit(
+                f"{self.results_file} holds results of another regime ({self.record['regime']}); this run's is "
+                f"{asdict(regime)}. Give other --results and --work folders, or delete the file."
+            )
 
     def save(self) -> None:
         """Write the seed's results (atomically), with where they came from."""
@@ -400,7 +404,7 @@ class SeedRuns:
 
 def tables(args: argparse.Namespace) -> None:
     """The ``tables`` part: every seed's variants."""
-    regime = Regime(rounds=args.rounds)
+    regime = Regime(**{name: getattr(args, name) for name in asdict(Regime())})
     for seed in args.seeds:
         SeedRuns(seed, regime, args.work, args.results).run(args.variants)
 
@@ -418,10 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--variants", nargs="+", default=[*STRATEGIES, "no_new_labels"])
-    parser.add_argument("--rounds", type=int, default=Regime.rounds)
-    parser.add_argument("--pool-images", type=int, default=64)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
+    group = parser.add_argument_group("tables regime (stored with each seed's results)")
+    for name, value in asdict(Regime()).items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--speed-pool-images", type=int, default=64)
+    parser.add_argument("--speed-image-size", type=int, default=256)
+    parser.add_argument("--speed-batch-size", type=int, default=8)
     parser.add_argument("--throughput-rounds", type=int, default=8)
     parser.add_argument("--memory-pools", type=int, nargs="+", default=[1000, 8000])
     parser.add_argument("--memory-image-size", type=int, default=64)

@@ -283,9 +283,9 @@ def pool_statistics(
             records.append(
                 ImageStats(
                     id=image_id,
-                    discrepancy=[float(d[b]) for d in disc],
-                    target_fractions=fractions[b].tolist(),
-                    competitor_fractions=[c[b].tolist() for c in comp],
+                    discrepancy=np.array([d[b] for d in disc], dtype=np.float32),
+                    target_fractions=fractions[b].astype(np.float32),  # a copy: the batch's array is not kept alive
+                    competitor_fractions=np.array([c[b] for c in comp], dtype=np.float32),
                     scalars=scalars,
                 )
             )
