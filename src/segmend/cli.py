@@ -26,6 +26,7 @@ import segmend.datamodules
 import segmend.modules
 from segmend.callbacks.prediction_writer import SegmentationPredictionWriter
 from segmend.cli_hints import hint_for
+from segmend.commands import COMMANDS, run_command
 from segmend.precision import auto_precision
 from segmend.runs import ResumePolicy, run_stages, stages_of
 
@@ -488,8 +489,13 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``segmend`` and ``lightning`` console scripts.
 
     Mistakes in the configuration or the data found before training starts are printed as one
-    message (exit code 2); set ``SEGMEND_TRACEBACK=1`` to see the traceback as well.
+    message (exit code 2); set ``SEGMEND_TRACEBACK=1`` to see the traceback as well. The commands
+    of :mod:`segmend.commands` (``rate``, ``export-labels``, ``import-labels``, ``status``) run
+    without Lightning's parser.
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in COMMANDS:
+        raise SystemExit(run_command(argv))
     try:
         SegmendCLI(args=args)
     except UserInputError as error:
