@@ -207,7 +207,8 @@ def memory_child(args: argparse.Namespace) -> None:
     before = memory_status("VmRSS")
     stats = mining(target, caches, source, data.num_classes, args.speed_batch_size)
     selection = select_candidates(stats, content_bounds(stats.target_fractions), n3=25)
-    print(json.dumps({"pool_images": len(stats), "candidates": len(selection.ids), "rss_before_mib": before,
+    print(json.dumps({"pool_images": len(stats), "image_size": args.memory_image_size,
+                      "candidates": len(selection.ids), "rss_before_mib": before,
                       "peak_mib": memory_status("VmHWM")}))  # fmt: skip
 
 
