@@ -34,6 +34,7 @@ from segmend.mad import (
     unbiased_test_set,
 )
 from segmend.mad.layout import MADLayout
+from segmend.mad.oracle import ShowsImages
 from segmend.mad.state import MADState
 
 
@@ -79,6 +80,8 @@ class MADRoundSteps:
         if hasattr(oracle, "attach"):
             oracle.attach(run_dir, classes)
         source = self.pool(trainer)
+        if isinstance(oracle, ShowsImages):  # people see the candidates upright, copied into the run folder
+            oracle.show_images(source.image_path)
         stats = state.load_stats(r)
         labelled = self._earlier_labels(state, r)
         trained_on = {i for k in range(r) if state.reached(k, "labelled") for i in state.round(k).counterexamples}

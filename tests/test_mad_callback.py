@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback
+from PIL import Image
 from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_pool import CompetitorCache
 from segmend.callbacks.mad_round import MADRoundSteps, validation_source
@@ -150,6 +151,8 @@ def test_waiting_for_people_stops_then_continues(tmp_path: Path, data_cache: Pat
     assert state.round(0).phase == "candidates"
     candidates = state.load_candidates(0).ids
     assert candidates and all(layout.prediction_file(0, i).is_file() for i in candidates)
+    sizes = state.load_candidates(0).sizes  # the images people see, upright, in the run folder (the rating page's)
+    assert all(Image.open(layout.image_file(0, i)).size == sizes[i][::-1] for i in candidates)
 
     # a rater scores every candidate: the re-run selects S and T, then waits for their labels
     write_rater_scores(layout.scores_file(0, "alice"), 0, "alice", dict.fromkeys(candidates, 2))

@@ -162,6 +162,39 @@ def test_scores_are_incomplete_until_enough_raters_scored_every_candidate(run: P
     assert json.loads(layout.scores_file(0, "alice").read_text())["scores"]["c.png"] == "ood"
 
 
+def test_the_candidates_images_are_copied_upright_for_people(run: Path, tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    upright = np.zeros((4, 6, 3), np.uint8)
+    upright[0, 0] = upright[0, 1] = 255  # a white mark in the top-left corner, as the scene is seen
+    (pool / "street").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: show rotated 90 degrees clockwise
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(pool / "street" / "a.jpg", exif=exif,
+                                                                        quality=100)  # fmt: skip
+    rgba = np.zeros((4, 6, 4), np.uint8)  # fully transparent: white as a browser shows it on a white page
+    Image.fromarray(rgba).save(pool / "c.png")
+    layout = MADLayout(run)
+    assert FileOracle(run).request_scores(0, MAPS) is None
+    assert not layout.images_dir(0).exists()  # nobody said where the pool's images are
+    assert "the image upright" not in layout.readme_file(0).read_text()
+    oracle = FileOracle(run)
+    oracle.show_images(lambda image: pool / image)
+    with pytest.warns(UserWarning, match=r"'street/b.jpg' is not shown to people: Image file not found"):
+        assert oracle.request_scores(0, MAPS) is None
+    assert str(layout.images_dir(0)) in layout.readme_file(0).read_text()
+    shown = Image.open(layout.image_file(0, "street/a.jpg"))
+    assert shown.format == "JPEG" and shown.size == (6, 4) and 0x0112 not in shown.getexif()
+    pixels = np.asarray(shown.convert("L")).astype(int)
+    assert pixels[0, :2].min() > 200 and pixels[1:, 2:].max() < 60  # upright: the mark is top-left
+    assert np.asarray(Image.open(layout.image_file(0, "c.png"))).min() > 250
+    assert not layout.image_file(0, "street/b.jpg").exists()
+    written = layout.image_file(0, "c.png").stat().st_mtime_ns
+    write_scores(run, "alice", {"c.png": 3})
+    with pytest.warns(UserWarning):
+        assert oracle.request_scores(0, MAPS) is None
+    assert layout.image_file(0, "c.png").stat().st_mtime_ns == written  # written once
+
+
 def score_document(**changes) -> dict:
     """A valid score file of rater ``x`` for round 0, with ``changes`` (a value of None drops the key)."""
     document = {"format": "segmend-mad-scores", "version": 1, "round": 0, "rater": "x", "scores": {"c.png": 3}}

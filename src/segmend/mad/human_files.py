@@ -1,4 +1,4 @@
-"""The files people write: one weak-score file per rater, and palette PNG label masks.
+"""The files people write: one weak-score file per rater, and palette PNG label masks; the images they see.
 
 Both are read by :class:`segmend.mad.oracle.FileOracle` and written by the loop (a simulated
 oracle's answers are stored in the same formats), the rating page and the label import.
@@ -14,6 +14,10 @@ leaves images out.
 
 Label mask (``round_<r>/labels/<id>.png``): a palette ('P') or greyscale ('L') PNG of the image's
 (upright) size whose pixel values are class indices 0..C-1, 255 = ignore; written in the VOC palette.
+
+Image for people (``round_<r>/images/<id>.jpg``): a candidate image upright (EXIF orientation applied,
+8 bits, alpha composited over white: as :func:`segmend.datamodules.image_io.read_image` reads it), as
+a baseline RGB JPEG without EXIF, so every viewer shows it the way the loop saw it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ OOD_MARK = "ood"
 """How a score file marks an image out of domain."""
 
 IGNORE_INDEX = 255
+DISPLAY_JPEG_QUALITY = 90
+"""JPEG quality of the images written for people (no chroma subsampling: class borders stay sharp)."""
 
 
 @dataclass(frozen=True)
@@ -196,3 +202,22 @@ def read_label_mask(
             f"or {ignore_index} (ignore)."
         )
     return mask.astype(np.uint8)
+
+
+def write_display_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write an upright RGB image for people as a JPEG atomically (no EXIF, so nothing rotates it again).
+
+    Args:
+        path: The file, ``round_<r>/images/<id>.jpg``.
+        image: (H, W, 3) uint8 RGB, upright (as :func:`segmend.datamodules.image_io.read_image` returns it).
+
+    Raises:
+        ValueError: If ``image`` is not (H, W, 3) uint8.
+
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"An image for people is (H, W, 3) uint8 RGB; found {image.dtype} {image.shape}.")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=DISPLAY_JPEG_QUALITY, subsampling=0)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -9,12 +9,14 @@
         stats.npz                      the pool statistics (PoolStats arrays, compressed)
         candidates.json                segmend-mad-candidates: M, skipped images, image sizes
         predictions/<id>.png           the target's predicted label maps of M (palette PNG)
+        images/<id>.jpg                the images of M upright, as people see them (JPEG)
         scores/<rater>.json            segmend-mad-scores: one file per rater
         selection.json                 segmend-mad-selection: S, T and out-of-domain ids
         labels/<id>.png                pixel labels of S and T (palette PNG, 255 = ignore)
         metrics.json                   segmend-mad-metrics: the round's metrics
 
-An id ``street/0001.jpg`` has the label file ``labels/street/0001.jpg.png``.
+An id ``street/0001.jpg`` has the label file ``labels/street/0001.jpg.png`` and the image for people
+``images/street/0001.jpg.jpg``.
 """
 
 from __future__ import annotations
@@ -117,3 +119,11 @@ class MADLayout:
     def prediction_file(self, round_index: int, image_id: str) -> Path:
         """``round_<r>/predictions/<id>.png``."""
         return id_path(self.predictions_dir(round_index), image_id, ".png")
+
+    def images_dir(self, round_index: int) -> Path:
+        """``round_<r>/images``."""
+        return self.round_dir(round_index) / "images"
+
+    def image_file(self, round_index: int, image_id: str) -> Path:
+        """``round_<r>/images/<id>.jpg``: the candidate's image upright, for people."""
+        return id_path(self.images_dir(round_index), image_id, ".jpg")

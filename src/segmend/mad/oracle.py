@@ -7,10 +7,15 @@ people have not finished yet; the loop then saves its state and stops, and a lat
 * :class:`SimulatedOracle` answers at once from hidden ground truth (experiments, tests).
 * :class:`FileOracle` reads what people wrote into the run folder (one score file per rater, palette
   PNG masks; :mod:`segmend.mad.human_files`) and writes ``README.txt`` saying what is missing.
+
+An oracle that shows people the images (:class:`ShowsImages`, as :class:`FileOracle` does) is told
+where the pool's image files are; it copies the candidates' images, upright, into the run folder, so
+the rating page and other tools read nothing outside it.
 """
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from segmend.datamodules.image_io import IMAGE_EXTENSIONS
+from segmend.datamodules.image_io import IMAGE_EXTENSIONS, DataFormatError, read_image
 from segmend.datamodules.voc_format import read_index_mask
 from segmend.mad.discrepancy import discrepancy
 from segmend.mad.files import MADFileError, atomic_write_bytes, ids_in, is_temporary
@@ -28,6 +33,7 @@ from segmend.mad.human_files import (
     SCORES_VERSION,
     read_label_mask,
     read_rater_scores,
+    write_display_image,
     write_label_mask,
 )
 from segmend.mad.layout import MADLayout
@@ -76,6 +82,15 @@ class Oracle(Protocol):
             available yet.
 
         """
+        ...
+
+
+@runtime_checkable
+class ShowsImages(Protocol):
+    """An oracle that shows people the candidates' images (the loop tells it where the pool's files are)."""
+
+    def show_images(self, image_file: Callable[[str], str | Path]) -> None:
+        """Set ``image id -> image file`` of the pool, read when the images are shown."""
         ...
 
 
@@ -255,11 +270,22 @@ class FileOracle:
         self.class_names = None if class_names is None else tuple(class_names)
         self.min_raters = min_raters
         self.ignore_index = ignore_index
+        self.image_file: Callable[[str], str | Path] | None = None
 
     def attach(self, run_dir: str | Path, class_names: Sequence[str] | None = None) -> None:
         """Set the run folder (and the class names, unless given to the constructor)."""
         self.layout = MADLayout(Path(run_dir))
         self.class_names = self.class_names or (None if class_names is None else tuple(class_names))
+
+    def show_images(self, image_file: Callable[[str], str | Path]) -> None:
+        """Copy the candidates' images for people when scores are asked: ``round_<r>/images/<id>.jpg``.
+
+        Args:
+            image_file: ``image id -> the pool's image file``, read as the loop reads it (EXIF
+                orientation applied, 8 bits, alpha over white; :func:`~segmend.datamodules.image_io.read_image`).
+
+        """
+        self.image_file = image_file
 
     def _layout(self) -> MADLayout:
         if self.layout is None:
@@ -305,7 +331,9 @@ class FileOracle:
             path = layout.prediction_file(round_index, image)
             if not path.is_file():
                 write_label_mask(path, predictions[image])
-        self._write_readme(round_index, _scores_instructions(layout, round_index, ids, progress, self.min_raters))
+        self._write_images(round_index, ids)
+        text = _scores_instructions(layout, round_index, ids, progress, self.min_raters, self.image_file is not None)
+        self._write_readme(round_index, text)
         return None
 
     def request_labels(
@@ -338,6 +366,24 @@ class FileOracle:
         self._write_readme(round_index, _labels_instructions(layout, round_index, missing, sizes, classes))
         return None
 
+    def _write_images(self, round_index: int, ids: Sequence[str]) -> None:
+        """Write the images of ``ids`` not there yet to ``round_<r>/images/``, once :meth:`show_images` was called.
+
+        An image that cannot be read any more is left out with a warning (people then see its prediction only).
+        """
+        if self.image_file is None:
+            return
+        for image in ids:
+            path = self._layout().image_file(round_index, image)
+            if path.is_file():
+                continue
+            try:
+                picture = read_image(self.image_file(image))
+            except DataFormatError as error:
+                warnings.warn(f"segmend MAD: image {image!r} is not shown to people: {error}", stacklevel=3)
+                continue
+            write_display_image(path, picture)
+
     def _write_readme(self, round_index: int, text: str) -> None:
         layout = self._layout()
         header = f"segmend MAD troubleshooting, round {round_index}: waiting for people.\n\n"
@@ -349,15 +395,22 @@ class FileOracle:
 
 
 def _scores_instructions(
-    layout: MADLayout, round_index: int, ids: Sequence[str], progress: Mapping[str, Mapping[str, float]], needed: int
+    layout: MADLayout,
+    round_index: int,
+    ids: Sequence[str],
+    progress: Mapping[str, Mapping[str, float]],
+    needed: int,
+    with_images: bool,
 ) -> str:
     folder = layout.scores_dir(round_index)
+    shown = f";\nthe image upright is {layout.images_dir(round_index)}/<id>.jpg" if with_images else ""
     rows = [f"  {rater}: {len(own)} of {len(ids)} scored" for rater, own in progress.items()] or ["  (no rater yet)"]
     example = ids[0] if ids else "<image id>"
     return (
         f"WEAK SCORES: {needed} rater(s) must each score all {len(ids)} candidate images.\n"
         f"The candidates are listed in {layout.candidates_file(round_index)} ('ids'); the target's prediction of\n"
-        f"each is {layout.predictions_dir(round_index)}/<id>.png (VOC palette colours).\n"
+        f"each is {layout.predictions_dir(round_index)}/<id>.png (VOC palette colours){shown}.\n"
+        f"The rating page shows them and writes the score files: segmend rate {layout.run_dir}\n"
         "Score how well the prediction segments the image: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent;\n"
         f'"{OOD_MARK}" for an image out of the domain (no known class, or not to be used).\n'
         f"Each rater writes their own file {folder}/<rater>.json\n"
