@@ -81,7 +81,7 @@ def test_simulated_loop_improves_the_target_on_a_fixed_test_set(tmp_path: Path, 
 
 # ---------------------------------------------------------------------------------------------- 2
 
-KILL = {"n3": 5, "n4": 2, "test_size": 2, "per_class": 2, "bounds_statistic": "none", "finetune_steps": 2}
+KILL = {"n3": 5, "n4": 2, "test_size": 2, "per_class": 2, "bounds_statistic": "none", "finetune_steps": 3}  # 3: ends mid-epoch
 KILL_ROUND = 1  # a fine-tuned round: its fit trained on S of round 0 before the kill
 KILL_PHASES = [p for p in PHASES if p != "finetuned"]  # mined ... evaluated: the steps of a round
 
@@ -200,13 +200,19 @@ def test_a_kill_right_after_each_phase_resumes_with_nothing_lost(
     assert any(name.startswith("scores/") for name in kept) == state.reached(KILL_ROUND, "scored")
     assert any(name.startswith("labels/") for name in kept) == state.reached(KILL_ROUND, "labelled")
 
-    # the re-run of the same fit, counting inference over the pool and the oracle's requests
+    # the re-run of the same fit, counting inference over the pool, training steps and the oracle's requests
     mined: list[int] = []
     original_mining = mad_module.pool_statistics
     monkeypatch.setattr(mad_module, "pool_statistics", lambda *a, **k: mined.append(1) or original_mining(*a, **k))
+    trained: list[int] = []
+    original_step = SegmentationModule.training_step
+    monkeypatch.setattr(
+        SegmentationModule, "training_step", lambda self, *a, **k: trained.append(1) or original_step(self, *a, **k)
+    )
     run, oracle = _run(tmp_path, data_cache)
     assert run.completed, run
     assert mined == []  # the finished inference of every round is read back, never redone
+    assert trained == []  # the killed round's fit resumes at its last step: the weights that mined, not retrained
     asked = [kind for kind, r in oracle.calls]
     assert all(r == KILL_ROUND for _, r in oracle.calls)
     assert asked == [k for k, p in (("scores", "scored"), ("labels", "labelled")) if not state.reached(KILL_ROUND, p)]

@@ -12,7 +12,9 @@ error-pixel prediction's semantic -> error -> detail, MAD's rounds) is a sequenc
   hard link to it (no second copy on disk);
 * while a stage trains, :class:`ResumeCheckpoint` writes ``checkpoints/last.ckpt`` (atomically)
   often enough that a kill loses at most :attr:`ResumePolicy.interval` seconds or
-  :attr:`ResumePolicy.every_n_steps` optimizer steps of training, also inside a long epoch;
+  :attr:`ResumePolicy.every_n_steps` optimizer steps of training, also inside a long epoch, and
+  once more when training ends, so a kill during the fit's end (``on_fit_end`` work such as MAD's
+  mining) resumes at the last step without training again;
 * a re-run skips the finished stages (calling their :attr:`Stage.restore`, so later stages get
   what they need) and resumes the first unfinished one from its ``last.ckpt``;
 * a stage stopped by an exception, Ctrl-C or a Trainer that reports ``interrupted`` is never
@@ -149,6 +151,15 @@ class ResumeCheckpoint(Checkpoint):
         self.due_at_epoch_end = False
         if due:
             self.save(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Save the trained weights before ``on_fit_end`` work (e.g. MAD's mining): a kill there resumes, not retrains.
+
+        A re-run resumes the stage at its last step, so its fit trains nothing more and goes on to
+        ``on_fit_end`` with the very weights the killed run had; retraining from an earlier
+        checkpoint would give other weights wherever training is not bit-reproducible (GPUs).
+        """
+        self.save(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:  # noqa: D102
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
