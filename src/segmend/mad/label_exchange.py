@@ -294,6 +294,8 @@ def _prepare_out(out: Path, run_dir: Path, r: int, overwrite: bool) -> None:
         raise MADFileError(
             f"{out} is not empty and holds no export of round {r} of {run_dir}; give a new or empty folder."
         )
+    if not overwrite and manifest.get("complete") is not True:
+        raise MADFileError(f"{out} holds an export of round {r} that did not finish; pass --overwrite to redo it.")
     if not overwrite:
         raise MADFileError(
             f"{out} holds an export of round {r}: corrections made there would be overwritten. Import them first, "
