@@ -262,12 +262,17 @@ def measure_selection(args: argparse.Namespace) -> dict[str, Any]:
             "n3": 25, "budget": 100, "candidates": len(selection.ids), "seconds": timings}  # fmt: skip
 
 
+SPEED_PARTS = {"throughput": measure_throughput, "memory": measure_memory, "selection": measure_selection}
+
+
 def speed(args: argparse.Namespace) -> None:
-    """The ``speed`` part: throughput, memory, selection; ``speed.json``."""
-    result = {"throughput": measure_throughput(args), "memory": measure_memory(args),
-              "selection": measure_selection(args)}  # fmt: skip
-    result.update(machine=machine(), code=code_state(), command=command_line("bench/mad.py"))
-    save_json(result, args.results / "speed.json")
+    """The ``speed`` part: each of ``--speed-parts`` measured anew into ``speed.json`` (the others kept)."""
+    path = args.results / "speed.json"
+    for part in args.speed_parts:
+        result = load_json(path)
+        result[part] = {"measured": SPEED_PARTS[part](args), "machine": machine(), "code": code_state(),
+                        "command": command_line("bench/mad.py")}  # fmt: skip
+        save_json(result, path)
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -429,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-pool-images", type=int, default=64)
     parser.add_argument("--speed-image-size", type=int, default=256)
     parser.add_argument("--speed-batch-size", type=int, default=8)
+    parser.add_argument("--speed-parts", nargs="+", choices=["throughput", "memory", "selection"],
+                        default=["throughput", "memory", "selection"])  # fmt: skip
     parser.add_argument("--throughput-rounds", type=int, default=8)
     parser.add_argument("--memory-pools", type=int, nargs="+", default=[1000, 8000])
     parser.add_argument("--memory-image-size", type=int, default=64)
