@@ -11,9 +11,19 @@ PYTEST := -m pytest -q -p no:cacheprovider tests
 
 export WANDB_SILENT := true
 
-.PHONY: install test test-lowest lint demo bench clean
+.PHONY: install browser test test-lowest lint demo bench clean
 
 install: $(STAMP)
+
+# The rating page's browser test drives Debian's headless Chromium through its driver (selenium):
+# installed from Debian's packages when `chromedriver` is missing (CI: a fresh machine, as root).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { \
+		echo "chromedriver not found: installing chromium and chromium-driver with apt-get (the rating page's browser test)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	@command -v chromedriver >/dev/null 2>&1 || { echo "chromedriver is still missing after apt-get install chromium-driver"; exit 1; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +32,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	WANDB_MODE=disabled $(BIN)/python $(PYTEST)
 
 # The test suite at exactly the lower bounds pyproject.toml declares (dependencies and the test extra,
 # torch included: from PyPI), in a fresh $(LOWEST). The constraints are generated from pyproject.toml,
 # so the two cannot drift apart.
-test-lowest:
+test-lowest: browser
 	rm -rf $(LOWEST)
 	$(PYTHON) -m venv $(LOWEST)
 	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip setuptools
