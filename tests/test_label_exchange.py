@@ -160,6 +160,29 @@ def test_export_refuses_a_used_folder_and_needs_the_pool(tmp_path: Path):
         export_labels(early, tmp_path / "out_early")
 
 
+def test_the_run_folders_copies_are_exported_unless_a_pool_is_given(tmp_path: Path):
+    from segmend.mad.human_files import write_display_image
+
+    run = build_run(tmp_path, config=False)
+    layout = MADLayout(run)
+    for image in IDS:  # what the loop writes for people: the upright image as a JPEG
+        write_display_image(layout.image_file(0, image), read_image(tmp_path / "pool" / image))
+    moved = tmp_path / "pool_moved"
+    (tmp_path / "pool").rename(moved)  # the pool is gone (and there is no config.yaml): the copies are enough
+    names = export_labels(run, tmp_path / "out").names
+    for image in IDS:
+        exported = tmp_path / "out" / "JPEGImages" / f"{names[image]}.jpg"
+        assert exported.read_bytes() == layout.image_file(0, image).read_bytes()
+    # a pool given by hand is taken first (the original files)
+    export_labels(run, tmp_path / "out_pool", pool=moved)
+    original = tmp_path / "out_pool" / "JPEGImages" / f"{names[IDS[0]]}.jpg"
+    assert original.read_bytes() == (moved / IDS[0]).read_bytes()
+    # a changed file is refused, naming it
+    write_display_image(layout.image_file(0, IDS[1]), np.zeros((5, 7, 3), np.uint8))
+    with pytest.raises(MADFileError, match=r"images/street/0002.jpg.jpg, the image of 'street/0002.jpg', is 7x5"):
+        export_labels(run, tmp_path / "out_changed")
+
+
 def test_round_trip_palette_and_rgb_masks_reach_the_file_oracle(tmp_path: Path):
     run = build_run(tmp_path)
     out = tmp_path / "out"

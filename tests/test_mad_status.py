@@ -176,6 +176,9 @@ def test_the_loop_waits_for_people_then_resumes_with_their_files(
     pool = PoolImages.from_run(run)
     assert all(pool.path(i).parent == Path(data.root) / "JPEGImages" for i in asked)  # the loop's pool, via config
     names = export_names(asked)
+    for image in asked:  # the images the loop copied for people are the ones exported
+        exported = out / "JPEGImages" / f"{names[image]}.jpg"
+        assert exported.read_bytes() == layout.image_file(0, image).read_bytes()
     for k, image in enumerate(asked):
         if k == 0:  # as CVAT would return it: RGB colours
             Image.fromarray(voc_palette()[truth[image]]).save(out / MASKS_DIR / f"{names[image]}.png")

@@ -43,7 +43,10 @@ def export_main(argv: Sequence[str]) -> int:
     parser.add_argument("out", help="a new or empty folder to export into")
     parser.add_argument("--round", type=_round, default=None, help="the round (default: the one waiting for labels)")
     parser.add_argument(
-        "--pool", default=None, help="the folder of the pool's images (<DIR>/<id>), if not in config.yaml"
+        "--pool",
+        default=None,
+        help="take the images from this folder of the pool (<DIR>/<id>) first; default: the run folder's "
+        "copies, else the pool named in config.yaml",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export of the same round in OUT")
     args = parser.parse_args(list(argv))

@@ -4,7 +4,8 @@
 PASCAL VOC / CVAT "Segmentation mask 1.1" layout::
 
     OUT/
-      JPEGImages/<name>.jpg|.png        the upright image (a plain JPEG is copied, anything else re-encoded as PNG)
+      JPEGImages/<name>.jpg|.png        the upright image (the run folder's copy or the pool's file; a plain
+                                        JPEG is copied, anything else written as PNG)
       SegmentationClass/<name>.png      pre-annotation: the label already in labels/, else the target's prediction
       labelmap.txt                      the run's classes in the VOC colours, and the ignore label (255)
       ImageSets/Segmentation/default.txt  the names, one a line
@@ -235,8 +236,9 @@ def export_labels(
         run_dir: The run folder.
         out: The export folder: new or empty (or an earlier export of this round with ``overwrite``).
         round: The round (default: the one waiting for pixel labels).
-        pool: The pool's images: a folder where ``<folder>/<id>`` is each image, a :class:`PoolImages`,
-            or ``None`` to find the pool as the loop does (``config.yaml``).
+        pool: The pool's images, taken before the run folder's copies (``round_<r>/images/``): a
+            folder where ``<folder>/<id>`` is each image, or a :class:`PoolImages`. ``None``: the
+            run folder's copies, and for images without one the pool as the loop finds it (``config.yaml``).
         overwrite: Replace an earlier export of the same run and round in ``out``.
 
     Returns:
@@ -253,24 +255,31 @@ def export_labels(
     labelmap = labelmap_text(classes)
     ids = requested_ids(state, r)
     names, sizes = export_names(ids), expected_sizes(state, r, ids)
-    images = pool if isinstance(pool, PoolImages) else PoolImages.from_run(run_dir, pool)
+    found: list[PoolImages] = []
+
+    def pool_images() -> PoolImages:  # built once, and only if an image is not in the run folder
+        if not found:
+            found.append(pool if isinstance(pool, PoolImages) else PoolImages.from_run(run_dir, pool))
+        return found[0]
+
+    files = {image: candidate_image_file(layout, r, image, pool_images, pool is not None) for image in ids}
     _prepare_out(out, layout.run_dir, r, overwrite)
     _write_manifest(out, layout.run_dir, r, classes, [], complete=False)
     items, sources = [], {}
     for image in ids:
-        data, extension, size = upright_image(candidate_image_file(layout, r, image, images))
+        data, extension, size = upright_image(files[image])
         if image in sizes and tuple(sizes[image]) != tuple(size):
             raise MADFileError(
-                f"The image of {image!r} is {size[1]}x{size[0]} (width x height) upright; round {r} recorded "
-                f"{sizes[image][1]}x{sizes[image][0]}. The pool's file changed since the round was mined."
+                f"{files[image]}, the image of {image!r}, is {size[1]}x{size[0]} (width x height) upright; round "
+                f"{r} recorded {sizes[image][1]}x{sizes[image][0]}. The file changed since the round was mined."
             )
         item = {"id": image, "name": names[image], "image": f"{IMAGES_DIR}/{names[image]}{extension}",
                 "size": list(size), "mask": None, "pre_annotation": None}  # fmt: skip
-        for source, path in (("label", layout.label_file(r, image)), ("prediction", layout.prediction_file(r, image))):
+        for kind, path in (("label", layout.label_file(r, image)), ("prediction", layout.prediction_file(r, image))):
             if path.is_file():
                 mask = read_label_mask(path, len(classes), size)
                 write_label_mask(out / MASKS_DIR / f"{names[image]}.png", mask)
-                item.update(mask=f"{MASKS_DIR}/{names[image]}.png", pre_annotation=source)
+                item.update(mask=f"{MASKS_DIR}/{names[image]}.png", pre_annotation=kind)
                 break
         atomic_write_bytes(out / item["image"], data)
         items.append(item)

@@ -3,8 +3,9 @@
 The loop reads a pool image from ``PoolSource.image_path(id)``: ``<pool_root>/<id>`` for a folder
 of images (``ImageFolderPool``), ``DataModule.dataset(pool_split).image_path(id)`` for a split of the
 DataModule. :class:`PoolImages` does the same from the run folder's ``config.yaml`` (or from a
-folder given by hand), and :func:`candidate_image_file` is the one place that says where a
-candidate's image comes from. :func:`upright_image` gives the bytes a person's tool shows the way
+folder given by hand). :func:`candidate_image_file` is the one place that says where a candidate's
+image comes from: the loop's upright copy in the run folder (``round_<r>/images/<id>.jpg``), else
+the pool. :func:`upright_image` gives the bytes a person's tool shows the way
 the loop saw them (:func:`segmend.datamodules.image_io.read_image`: EXIF orientation applied,
 8 bits, alpha over white).
 """
@@ -95,24 +96,38 @@ def _datamodule(data: dict[str, Any], path: Path) -> Any:
         raise MADFileError(f"The DataModule of {path} cannot be built to read the pool ({err}).") from err
 
 
-def candidate_image_file(layout: MADLayout, round_index: int, image_id: str, pool: PoolImages) -> Path:
-    """The image file of a candidate of round ``round_index``: today the pool's file, as the loop reads it.
+def candidate_image_file(
+    layout: MADLayout, round_index: int, image_id: str, pool: Callable[[], PoolImages], prefer_pool: bool = False
+) -> Path:
+    """The image file of a candidate of round ``round_index``: the one place that says where it comes from.
 
-    This is the one place that says where a candidate's image comes from (the run folder does not
-    keep copies of the images yet).
+    The run folder's copy ``round_<r>/images/<id>.jpg`` (written by the loop for people, upright)
+    when it exists, else the pool's file as the loop reads it; ``prefer_pool`` reverses the order.
+
+    Args:
+        layout: The run folder's layout.
+        round_index: The round.
+        image_id: The candidate.
+        pool: Returns the pool (called only when the pool is needed: building it may take a while).
+        prefer_pool: Take the pool's file when it exists (the original bytes, e.g. a lossless PNG).
 
     Raises:
-        MADFileError: If the file is missing.
+        MADFileError: If neither file exists.
 
     """
-    del layout, round_index  # kept for a run folder that holds the candidates' images
-    path = pool.path(image_id)
-    if not path.is_file():
-        raise MADFileError(
-            f"The image of {image_id!r} is missing: {path} (from {pool.description}). Restore the pool, or give its "
-            "folder with --pool."
-        )
-    return path
+    copy = layout.image_file(round_index, image_id)
+    if copy.is_file() and not prefer_pool:
+        return copy
+    images = pool()
+    path = images.path(image_id)
+    if path.is_file():
+        return path
+    if copy.is_file():
+        return copy
+    raise MADFileError(
+        f"The image of {image_id!r} is missing: neither {copy} (the run folder's copy) nor {path} (from "
+        f"{images.description}) exists. Restore the pool, or give its folder with --pool."
+    )
 
 
 def upright_image(path: Path) -> tuple[bytes, str, tuple[int, int]]:
