@@ -66,7 +66,7 @@ from errorpix_report import (  # noqa: E402
     strip_option,
     write_report,
 )
-from provenance import code_state, command_line, machine  # noqa: E402
+from provenance import check_checkout, code_state, command_line, machine  # noqa: E402
 from seed_tables import load_json, save_json  # noqa: E402
 
 
@@ -398,6 +398,7 @@ def run_in_parallel(args: argparse.Namespace, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the missing runs of every seed, time the branches, write the report."""
+    check_checkout()
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(6)))

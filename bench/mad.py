@@ -52,7 +52,7 @@ from segmend.runs import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mad_report import RUNS, STRATEGIES, write_report  # noqa: E402
-from provenance import code_state, command_line, machine  # noqa: E402
+from provenance import check_checkout, code_state, command_line, machine  # noqa: E402
 from seed_tables import load_json, save_json  # noqa: E402
 
 QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False, "logger": False}
@@ -420,6 +420,7 @@ def tables(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run a part."""
+    check_checkout()
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=["speed", "tables", "report", "memory-child"])

@@ -48,3 +48,27 @@ def code_state() -> str:
         return f"commit {commit}"
     files = ", ".join(line[3:] for line in dirty if line.strip())
     return f"commit {commit} with uncommitted changes in {files}"
+
+
+def check_checkout(packages: tuple[str, ...] = ("segmend", "segmend.callbacks", "segmend.datamodules")) -> None:
+    """Refuse to measure code from another checkout than this script's.
+
+    An editable install maps ``segmend.callbacks`` and ``segmend.datamodules`` to the checkout it
+    was installed from, so a clone run with ``PYTHONPATH=<clone>/src:<clone>`` would still import
+    those two from the installed checkout. Link them into the clone
+    (``ln -s ../../callbacks src/segmend/callbacks``, the same for ``datamodules``) or install it.
+
+    Raises:
+        SystemExit: If a package comes from outside :data:`REPO`.
+
+    """
+    import importlib
+
+    elsewhere = []
+    for name in packages:
+        path = Path(importlib.import_module(name).__file__).resolve()
+        if REPO.resolve() not in path.parents:
+            elsewhere.append(f"{name} from {path}")
+    if elsewhere:
+        raise SystemExit(f"{REPO} would measure code of another checkout: {'; '.join(elsewhere)}. "
+                         f"{check_checkout.__doc__.split(chr(10) + chr(10))[1].strip()}")  # fmt: skip
