@@ -22,6 +22,7 @@ from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import FileOracle
 from segmend.mad.state import MADState
 from segmend.rating import create_app
+from segmend.rating.app import host_name
 from segmend.viz import blend, colorize
 from tests.rating_fixture import HEIGHT, SIDEWAYS, WIDTH, RatingRun, make_rating_run
 
@@ -295,4 +296,16 @@ def test_hosts_other_than_loopback_are_refused_when_asked(rating: RatingRun) -> 
     app = create_app(rating.run, allowed_hosts=["127.0.0.1", "localhost"])
     assert TestClient(app, base_url="http://127.0.0.1:8765").get("/api/round").status_code == 200
     assert TestClient(app, base_url="http://localhost:8765").get("/api/round").status_code == 200
-    assert TestClient(app, base_url="http://rebound.example:8765").get("/api/round").status_code == 400
+    assert TestClient(app).get("/api/round", headers={"host": "[::1]:8765"}).status_code == 400
+    refused = TestClient(app, base_url="http://rebound.example:8765").get("/api/round")
+    assert refused.status_code == 400 and "'rebound.example'" in refused.json()["detail"]
+    ipv6 = create_app(rating.run, allowed_hosts=["::1"])
+    assert TestClient(ipv6).get("/api/round", headers={"host": "[::1]:8765"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [("127.0.0.1:8765", "127.0.0.1"), ("LocalHost", "localhost"), ("[::1]:8765", "::1"), ("[::1]", "::1"), ("", "")],
+)
+def test_host_names_are_read_without_the_port(header: str, host: str) -> None:
+    assert host_name(header) == host

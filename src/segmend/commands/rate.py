@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
 
     loopback = args.host in LOOPBACK_HOSTS
     try:
-        app = create_app(args.run_dir, args.round_index, allowed_hosts=["127.0.0.1", "localhost"] if loopback else None)
+        app = create_app(args.run_dir, args.round_index, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     except RoundNotReady as error:
         print(f"segmend rate: error: {error}", file=sys.stderr)
         return 2

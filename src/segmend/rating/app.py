@@ -28,7 +28,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from segmend.mad.human_files import OOD_MARK
 from segmend.mad.layout import RATER_PATTERN
@@ -63,9 +62,9 @@ def create_app(
         run_dir: The run folder of a MAD loop (holding ``mad/state.json``).
         round_index: The round to rate; ``None`` takes the current round. It must wait for weak
             scores (phase ``candidates``).
-        allowed_hosts: Host names the requests may carry (``Host`` header); ``None`` accepts any.
-            ``segmend rate`` passes the loopback names when it binds to 127.0.0.1, so a web page
-            elsewhere cannot reach the server through DNS rebinding.
+        allowed_hosts: Host names the requests may carry (``Host`` header, port left out); ``None``
+            accepts any. ``segmend rate`` passes the loopback names when it binds to a loopback
+            address, so a web page elsewhere cannot reach the server through DNS rebinding.
 
     Returns:
         The FastAPI app (serve it with uvicorn).
@@ -78,12 +77,18 @@ def create_app(
     store = ScoreStore(rating)
     app = FastAPI(title="segmend rating page", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.rating = rating
-    if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    hosts = None if allowed_hosts is None else {host.lower() for host in allowed_hosts}
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        host = host_name(request.headers.get("host", ""))
+        if hosts is not None and host not in hosts:
+            response: Response = JSONResponse(
+                {"detail": f"This server answers requests for {sorted(hosts)} only; the request names {host!r}."},
+                status_code=400,
+            )
+        else:
+            response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -156,6 +161,14 @@ def create_app(
         return {"classes": legend(prediction_of(rating.image_id(image_id)), rating.classes)}
 
     return app
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header, without its port: ``127.0.0.1:8765`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 async def score_in(request: Request) -> Any:

@@ -116,6 +116,8 @@ class RatingRound:
                 check_id(image)
         except (MADFileError, ValueError) as error:
             raise RoundNotReady(f"{self.layout.candidates_file(self.index)}: {error}") from error
+        if not self.ids:
+            raise RoundNotReady(f"{self.layout.candidates_file(self.index)} holds no candidate: nothing to rate.")
         self._known = frozenset(self.ids)
         self.classes: tuple[str, ...] | None = state.classes
 
