@@ -84,6 +84,11 @@ class Regime:
     finetune_lr: float = 0.001
     counterexamples_per_batch: int = 4
 
+    def training(self) -> dict[str, Any]:
+        """The fields that decide the trained target, competitors and error branch (not the loop's)."""
+        names = ("image_size", "num_train", "num_val", "num_wild", "epochs", "batch_size", "lr", "error_steps")
+        return {name: getattr(self, name) for name in names}
+
     def data(self, seed: int, cache: Path) -> SyntheticDataModule:
         """The seed's data: training, validation and the wild pool."""
         return SyntheticDataModule(
@@ -278,13 +283,19 @@ def speed(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- tables
 
 
+def digest(fields: dict[str, Any]) -> str:
+    """A short stable name for a set of settings."""
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
 class SeedRuns:
     """One seed of the tables: shared checkpoints, then one loop per strategy; results in ``seed<k>.json``."""
 
     def __init__(self, seed: int, regime: Regime, work: Path, results: Path) -> None:
         self.seed, self.regime = seed, regime
-        key = hashlib.sha1(json.dumps(asdict(regime), sort_keys=True).encode()).hexdigest()[:8]
-        self.folder = work / f"regime-{key}" / f"seed{seed}"  # another regime never reuses these runs
+        # trained models are shared by regimes that train them alike; the loops belong to one regime
+        self.models = work / f"models-{digest(regime.training())}" / f"seed{seed}"
+        self.folder = work / f"regime-{digest(asdict(regime))}" / f"seed{seed}"
         self.cache = work / "data"
         self.results_file = results / f"seed{seed}.json"
         self.record = load_json(self.results_file) or {"seed": seed, "regime": asdict(regime), "variants": {}}
@@ -304,8 +315,8 @@ class SeedRuns:
         data = self.regime.data(self.seed, self.cache)
         seed_everything(self.seed, workers=True)
         module = self.regime.module(data, arch)
-        fit(module, data, self.folder / name, max_epochs=self.regime.epochs, **QUIET)
-        return self.folder / name / "fit" / "final.ckpt"
+        fit(module, data, self.models / name, max_epochs=self.regime.epochs, **QUIET)
+        return self.models / name / "fit" / "final.ckpt"
 
     def train_error_branch(self, target: Path) -> Path:
         """The error stage of an ErrorPixelModule on the target (its detail stage: one step, unused)."""
@@ -315,8 +326,8 @@ class SeedRuns:
             semantic_checkpoint=str(target), num_classes=data.num_classes, class_names=data.class_names,
             error_width=64, detail_widths=(64, 32, 32), error_steps=self.regime.error_steps, detail_steps=1,
         )  # fmt: skip
-        fit(module, data, self.folder / "error_branch", limit_val_batches=1, **QUIET)
-        return self.folder / "error_branch" / "error" / "final.ckpt"
+        fit(module, data, self.models / "error_branch", limit_val_batches=1, **QUIET)
+        return self.models / "error_branch" / "error" / "final.ckpt"
 
     def callback(self, strategy: str, checkpoints: dict[str, Path]) -> MADTroubleshooting:
         """The loop of one strategy from the shared checkpoints."""
