@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -33,8 +34,13 @@ def machine() -> str:
     return f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
+@functools.cache
 def code_state() -> str:
-    """The commit measured, and which code files differed from it (other work in a shared tree)."""
+    """The commit measured, and which code files differed from it (other work in a shared tree).
+
+    Taken once per process, at the first call (:func:`check_checkout` makes it at the start), so a
+    checkout that moves on while a long benchmark runs does not change what its results say.
+    """
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
@@ -69,6 +75,7 @@ def check_checkout(packages: tuple[str, ...] = ("segmend", "segmend.callbacks", 
         path = Path(importlib.import_module(name).__file__).resolve()
         if REPO.resolve() not in path.parents:
             elsewhere.append(f"{name} from {path}")
+    code_state()  # the code this process measures, fixed now
     if elsewhere:
         raise SystemExit(f"{REPO} would measure code of another checkout: {'; '.join(elsewhere)}. "
                          f"{check_checkout.__doc__.split(chr(10) + chr(10))[1].strip()}")  # fmt: skip
