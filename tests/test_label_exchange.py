@@ -200,6 +200,7 @@ def test_round_trip_palette_and_rgb_masks_reach_the_file_oracle(tmp_path: Path):
         edited[image] = mask
     summary = import_labels(run, out)
     assert sorted(summary.new) == sorted(IDS) and not summary.replaced and not summary.missing
+    assert summary.as_predicted == [] and "prediction" not in summary.text()  # every mask was edited
     layout = MADLayout(run)
     assert set(ids_in(layout.labels_dir(0), ".png")) == set(IDS)  # exactly the asked images, nothing else
     for image in IDS:
@@ -315,6 +316,9 @@ def test_missing_masks_are_listed_and_complete_refuses_them(tmp_path: Path, caps
     assert import_main([str(run), str(out)]) == 0
     printed = capsys.readouterr().out
     assert "4 new, 0 replaced, 0 unchanged" in printed and f"2 images still need a mask: {S[1]}, {T[0]}" in printed
+    # the masks were imported as exported: the target's predictions, which nobody corrected; the summary says so
+    unedited = ", ".join(i for i in IDS if i not in (S[1], T[0]))
+    assert f"4 of them equal the target's prediction (the pre-annotation, unedited): {unedited}." in printed
     state = MADState(run)
     assert FileOracle(run).request_labels(0, S + T, state.load_candidates(0).sizes) is None  # the loop still waits
     readme = MADLayout(run).readme_file(0).read_text()
@@ -397,3 +401,11 @@ def test_labelmap_errors_name_the_line(tmp_path: Path):
     with pytest.raises(MADFileError, match="line 1: .* has 5 ':'-separated fields"):
         read_labelmap(path, CLASSES)
     assert MANIFEST_NAME == "segmend-labels.json"
+
+
+def test_the_import_summary_says_one_image_in_the_singular():
+    from segmend.mad.label_exchange import ImportSummary
+
+    text = ImportSummary(0, Path("labels"), new=["a.jpg"], missing=["b.jpg"], as_predicted=["a.jpg"]).text()
+    assert "1 of them equals the target's prediction (the pre-annotation, unedited): a.jpg." in text
+    assert "1 image still needs a mask: b.jpg" in text

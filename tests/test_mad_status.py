@@ -22,7 +22,7 @@ from segmend.datamodules.voc_format import read_index_mask, voc_palette
 from segmend.cli import main
 from segmend.commands.status import main as status_main
 from segmend.mad.human_files import write_label_mask, write_rater_scores
-from segmend.mad.label_exchange import MASKS_DIR, export_names
+from segmend.mad.label_exchange import MASKS_DIR, export_labels, export_names
 from segmend.mad.layout import MADLayout
 from segmend.mad.pool_images import PoolImages
 from segmend.mad.state import MADState
@@ -45,8 +45,20 @@ def test_no_state_yet_and_no_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert result.round is None and result.waiting_for == "fit" and result.fit_command is None
     assert "has not mined round 0" in result.summary
     assert result.next_steps == ["re-run the fit that started this run (no config.yaml: a run started from Python)"]
+    assert "or " + str(run) + " is not a MAD run folder" in result.summary  # no config.yaml: it may be no run at all
     assert status_main([str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_run_folder_of_another_fit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A plain training run (config.yaml without the callback): no 'run the fit' advice, an error naming why."""
+    run = tmp_path / "voc_fpn"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"trainer": {"default_root_dir": str(run)}, "model": {}}))
+    assert status_main([str(run)]) == 2
+    error = capsys.readouterr().err
+    assert f"{run} is not the run folder of a MAD loop: its config.yaml has no MADTroubleshooting callback" in error
+    assert str(run / "mad" / "state.json") in error and capsys.readouterr().out == ""
 
 
 def test_waiting_for_weak_scores_with_each_raters_progress(tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -103,6 +115,12 @@ def test_waiting_for_pixel_labels_lists_present_and_missing(tmp_path: Path, caps
         "missing": result.labels.missing,
         "reused": 0,
     }
+    # once exported there (and partly imported), the steps go on in that folder instead of exporting again
+    write_label_mask(layout.label_file(0, T[1]), masks[T[1]])  # its size corrected (export reads it)
+    export_labels(run, run.parent / "run_labels_round_0")
+    exported = status(run).next_steps
+    assert exported[0].startswith(f"correct the masks in {folder}/SegmentationClass (exported there already")
+    assert exported[1:] == [f"segmend import-labels {run} {folder}    (or CVAT's exported zip)", result.fit_command]
     for image in S + T:
         write_label_mask(layout.label_file(0, image), masks[image])
     done = status(run)

@@ -52,9 +52,23 @@ def test_rounds_not_waiting_for_scores_are_refused(tmp_path: Path, capsys: pytes
     state.save_candidates(0, Selection(["a.jpg"], []))
     state.save_scores(0, {"a.jpg": {"alice": 3}})
     assert main([str(tmp_path)]) == 2
-    assert "already recorded (phase 'scored')" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "already recorded (phase 'scored')" in error and f"`segmend status {tmp_path}` says what" in error
+    assert "--round" not in error  # only the current round can wait for scores: no other round to name
     assert main([str(tmp_path), "--round", "4"]) == 2
     assert "records no round 4" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_an_error_before_the_address_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rating = make_rating_run(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main([str(rating.run), "--port", str(port)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""  # no "Open http://..." of a page another program serves
+    assert f"cannot listen on 127.0.0.1:{port}" in printed.err and f"--port {port + 1}" in printed.err
 
 
 def free_port() -> int:

@@ -8,6 +8,8 @@ When enough raters are done, re-run the loop's command (``segmend fit ...``): it
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from pathlib import Path
 
@@ -36,6 +38,27 @@ def parser() -> argparse.ArgumentParser:
     return result
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)`` as uvicorn binds one (``SO_REUSEADDR``), for the server to listen on.
+
+    Binding before anything is printed lets a taken port be reported as an error instead of after
+    the address to open (where another server may answer).
+
+    Raises:
+        OSError: If the address cannot be bound (``errno.EADDRINUSE``: another program listens there).
+
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def main(argv: list[str]) -> int:
     """Serve the rating page until interrupted.
 
@@ -44,7 +67,8 @@ def main(argv: list[str]) -> int:
 
     Returns:
         0 after the server stopped; 2 when the run folder has no MAD state or no round waiting for
-        weak scores (the message names the path and what was expected).
+        weak scores (the message names the path and what was expected), or when the address cannot
+        be listened on (a port in use: the message says so).
 
     """
     args = parser().parse_args(argv)
@@ -60,6 +84,16 @@ def main(argv: list[str]) -> int:
 
     rating = app.state.rating
     shown = f"[{args.host}]" if ":" in args.host else args.host
+    try:
+        listener = listening_socket(args.host, args.port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            hint = f"another program (another segmend rate?) uses it; give a free port, e.g. --port {args.port + 1}"
+        else:
+            hint = "give an address of this machine with --host (default 127.0.0.1) and a free port with --port"
+        print(f"segmend rate: error: cannot listen on {shown}:{args.port} ({error.strerror or error}): {hint}.",
+              file=sys.stderr)  # fmt: skip
+        return 2
     print(
         f"segmend rate: round {rating.index} of {rating.layout.run_dir}: {len(rating.ids)} images to score.\n"
         f"Open http://{shown}:{args.port}/ in a browser (Ctrl+C stops the server; scores are saved at once).",
@@ -70,9 +104,12 @@ def main(argv: list[str]) -> int:
             f"segmend rate: listening on {args.host}: anyone who reaches this address can score (there is no login).",
             flush=True,
         )
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        server.run(sockets=[listener])
     except KeyboardInterrupt:  # some uvicorn versions (0.30) re-raise the Ctrl+C they stopped on
         pass
+    finally:
+        listener.close()
     print("segmend rate: stopped; every score given is in the score files.", flush=True)
     return 0

@@ -312,6 +312,20 @@ def _prepare_out(out: Path, run_dir: Path, r: int, overwrite: bool) -> None:
         )
 
 
+def holds_export(folder: str | Path, run_dir: str | Path, round_index: int) -> bool:
+    """Whether ``folder`` holds a finished export of round ``round_index`` of ``run_dir`` (``segmend-labels.json``)."""
+    try:
+        manifest = _read_manifest(Path(folder))
+    except (OSError, ValueError):  # MADFileError: an unreadable manifest is no export to go on with
+        return False
+    return (
+        manifest is not None
+        and manifest["round"] == round_index
+        and manifest.get("complete") is True
+        and Path(str(manifest.get("run_dir"))).resolve() == Path(run_dir).resolve()
+    )
+
+
 def _write_manifest(out: Path, run_dir: Path, r: int, classes: Sequence[str], items: list, complete: bool) -> None:
     payload = {"run_dir": str(run_dir.resolve()), "round": r, "complete": complete, "classes": list(classes),
                "ignore": 255, "items": items}  # fmt: skip
@@ -346,6 +360,8 @@ class ImportSummary:
         unchanged: Images whose returned mask equals the one already there.
         missing: Images of the round that still have no mask.
         fit_command: The command that continues the loop (``None`` for a run started from Python).
+        as_predicted: Imported masks equal to the target's prediction (``predictions/<id>.png``): the
+            export's pre-annotation, perhaps never corrected.
 
     """
 
@@ -356,6 +372,7 @@ class ImportSummary:
     unchanged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     fit_command: str | None = None
+    as_predicted: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         """A few lines for people."""
@@ -363,9 +380,17 @@ class ImportSummary:
             f"Imported round {self.round}'s masks into {self.labels_dir}: {len(self.new)} new, {len(self.replaced)} "
             f"replaced, {len(self.unchanged)} unchanged."
         ]
+        if self.as_predicted:
+            listed = ", ".join(self.as_predicted[:10]) + (" ..." if len(self.as_predicted) > 10 else "")
+            verb = "equals" if len(self.as_predicted) == 1 else "equal"
+            lines.append(
+                f"{len(self.as_predicted)} of them {verb} the target's prediction (the pre-annotation, unedited): "
+                f"{listed}. If any was not checked, correct it and import again before the fit."
+            )
         if self.missing:
             listed = ", ".join(self.missing[:10]) + (" ..." if len(self.missing) > 10 else "")
-            lines.append(f"{len(self.missing)} images still need a mask: {listed}")
+            need = "image still needs" if len(self.missing) == 1 else "images still need"
+            lines.append(f"{len(self.missing)} {need} a mask: {listed}")
         else:
             run = self.fit_command or "the command (or Python call) that started the run"
             lines.append(f"Every image of round {self.round} has its mask. Continue the loop: {run}")
@@ -419,6 +444,9 @@ def import_labels(
     )
     changed = {}
     for image, mask in masks.items():
+        prediction = layout.prediction_file(r, image)
+        if np.array_equal(_existing(prediction if prediction.is_file() else None, len(classes)), mask):
+            summary.as_predicted.append(image)
         old = _existing(present.get(image), len(classes))
         if old is None:
             summary.new.append(image)
@@ -428,6 +456,7 @@ def import_labels(
         else:
             summary.replaced.append(image)
         changed[image] = mask
+    summary.as_predicted.sort(key=ids.index)  # in the round's order (S, then T), as status lists images
     _write(layout, r, changed, ids, set(present))
     return summary
 

@@ -23,9 +23,9 @@ from typing import Any
 
 from segmend.mad.files import MADFileError, ids_in, is_temporary
 from segmend.mad.human_files import read_label_mask, read_rater_scores
-from segmend.mad.label_exchange import expected_sizes, requested_ids
+from segmend.mad.label_exchange import expected_sizes, holds_export, requested_ids
 from segmend.mad.layout import MADLayout
-from segmend.mad.run_config import fit_command, read_run_config
+from segmend.mad.run_config import MAD_CALLBACK, fit_command, read_run_config
 from segmend.mad.state import MADState
 
 STATUS_FORMAT, STATUS_VERSION = "segmend-mad-status", 1
@@ -151,7 +151,9 @@ def status(run_dir: str | Path) -> Status:
     """The status of the MAD loop in ``run_dir`` (nothing is written).
 
     Raises:
-        MADFileError: If ``run_dir`` does not exist, or ``mad/state.json`` or ``config.yaml`` is unreadable.
+        MADFileError: If ``run_dir`` does not exist, or ``mad/state.json`` or ``config.yaml`` is unreadable,
+            or ``run_dir`` holds a ``config.yaml`` without the MAD callback and no ``mad/state.json``
+            (not a MAD run folder).
 
     """
     run_dir = Path(run_dir)
@@ -169,7 +171,16 @@ def status(run_dir: str | Path) -> Status:
         "fit_command": fit,
     }
     if not layout.state_file.is_file():
-        summary = f"No MAD state yet ({layout.state_file} is missing): the loop has not mined round 0."
+        if config.path is not None and not mad:
+            raise MADFileError(
+                f"{run_dir} is not the run folder of a MAD loop: its {config.path.name} has no {MAD_CALLBACK} "
+                f"callback and {layout.state_file} does not exist. Give the folder of the fit that runs the loop "
+                "(its trainer.default_root_dir)."
+            )
+        summary = (
+            f"No MAD state yet ({layout.state_file} is missing): the loop has not mined round 0"
+            f"{'' if config.path is not None else f' (or {run_dir} is not a MAD run folder)'}."
+        )
         return Status(round=None, phase=None, waiting_for="fit", summary=summary, next_steps=[run], **common)
     state = MADState(run_dir)
     r = state.current_round
@@ -231,15 +242,22 @@ def _labels_status(
     if common["oracle"] == "simulated" or (not labels.missing and not problems):
         summary = f"Nothing waits for people: round {r}'s pixel labels are in; run the fit to evaluate the round."
         return Status(waiting_for="fit", summary=summary, next_steps=[run], **kwargs)
-    folder = shlex.quote(str(run_dir.parent / f"{run_dir.name}_labels_round_{r}"))
+    export_dir = run_dir.parent / f"{run_dir.name}_labels_round_{r}"
+    folder = shlex.quote(str(export_dir))
     quoted = shlex.quote(str(run_dir))
     summary = (
         f"Waiting for people: pixel labels of {len(labels.missing)} of round {r}'s {len(labels.requested)} images "
         "of S and T."
     )
-    steps = [
-        f"segmend export-labels {quoted} {folder}    (images with pre-annotations, CVAT / VOC layout)",
-        f"correct the masks in {folder}/SegmentationClass (or in CVAT, format 'Segmentation mask 1.1')",
+    if holds_export(export_dir, run_dir, r):  # exported there already (a partial import): go on in that folder
+        steps = [f"correct the masks in {folder}/SegmentationClass (exported there already; or in CVAT, format "
+                 "'Segmentation mask 1.1')"]  # fmt: skip
+    else:
+        steps = [
+            f"segmend export-labels {quoted} {folder}    (images with pre-annotations, CVAT / VOC layout)",
+            f"correct the masks in {folder}/SegmentationClass (or in CVAT, format 'Segmentation mask 1.1')",
+        ]
+    steps += [
         f"segmend import-labels {quoted} {folder}    (or CVAT's exported zip)",
         run,
     ]

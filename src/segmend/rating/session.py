@@ -10,6 +10,7 @@ of those checked values.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from segmend.mad.files import MADFileError, check_id
@@ -74,7 +75,7 @@ def waiting_round(run_dir: str | Path, round_index: int | None = None) -> int:
     if phase is not None and PHASES.index(phase) > PHASES.index(WAITING_PHASE):
         reason = (
             f"its weak scores are already recorded (phase {phase!r}), so the loop would not read new ones. "
-            "Give --round for a round at phase 'candidates'."
+            f"`segmend status {shlex.quote(str(run_dir))}` says what the loop waits for now."
         )
     else:
         reason = (
