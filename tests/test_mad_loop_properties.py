@@ -81,7 +81,14 @@ def test_simulated_loop_improves_the_target_on_a_fixed_test_set(tmp_path: Path, 
 
 # ---------------------------------------------------------------------------------------------- 2
 
-KILL = {"n3": 5, "n4": 2, "test_size": 2, "per_class": 2, "bounds_statistic": "none", "finetune_steps": 3}  # 3: ends mid-epoch
+KILL = {
+    "n3": 5,
+    "n4": 2,
+    "test_size": 2,
+    "per_class": 2,
+    "bounds_statistic": "none",
+    "finetune_steps": 3,
+}  # 3: ends mid-epoch
 KILL_ROUND = 1  # a fine-tuned round: its fit trained on S of round 0 before the kill
 KILL_PHASES = [p for p in PHASES if p != "finetuned"]  # mined ... evaluated: the steps of a round
 
