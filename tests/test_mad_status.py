@@ -144,6 +144,12 @@ def test_after_the_people_the_loop_goes_on_until_complete(tmp_path: Path, capsys
     config["trainer"]["default_root_dir"] = "runs/elsewhere"
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert status(run).fit_command == f"segmend fit -c {run / 'config.yaml'} --trainer.default_root_dir={run}"
+    # a run started from Python has no config.yaml: its last round is unknown, and status says both cases
+    (run / "config.yaml").unlink()
+    unknown = status(run).summary
+    assert (
+        "round 0 is evaluated. If the loop has more rounds" in unknown and "otherwise the loop is complete" in unknown
+    )
 
 
 def _fit(command: str) -> None:

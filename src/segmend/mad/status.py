@@ -203,6 +203,10 @@ def status(run_dir: str | Path) -> Status:
         return Status(round=r, phase=phase, waiting_for="nothing", summary=summary, raters=raters, labels=labels,
                       problems=problems, **common)  # fmt: skip
     summary = f"Nothing waits for people: run the fit, which will {_NEXT[phase].format(r=r, next=r + 1)}."
+    if phase == "evaluated" and common["rounds"] is None:  # a run started from Python: its `rounds` is unknown here
+        summary = (f"Nothing waits for people: round {r} is evaluated. If the loop has more rounds (the callback's "
+                   f"`rounds` above {r}), run the fit: it will {_NEXT[phase].format(r=r, next=r + 1)}; otherwise "
+                   "the loop is complete.")  # fmt: skip
     return Status(round=r, phase=phase, waiting_for="fit", summary=summary, raters=raters, labels=labels,
                   problems=problems, next_steps=[run], **common)  # fmt: skip
 
