@@ -13,10 +13,10 @@ was expected and what was found).
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from segmend.mad.label_exchange import ExportSummary, ImportSummary, export_labels, import_labels
+from segmend.commands import report
+from segmend.mad.label_exchange import export_labels, import_labels
 
 
 def _round(text: str) -> int:
@@ -50,8 +50,8 @@ def export_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export of the same round in OUT")
     args = parser.parse_args(list(argv))
-    return _run("export-labels", lambda: export_labels(args.run_dir, args.out, args.round, pool=args.pool,
-                                                       overwrite=args.overwrite))  # fmt: skip
+    return report("export-labels", lambda: export_labels(args.run_dir, args.out, args.round, pool=args.pool,
+                                                         overwrite=args.overwrite).text())  # fmt: skip
 
 
 def import_main(argv: Sequence[str]) -> int:
@@ -71,17 +71,6 @@ def import_main(argv: Sequence[str]) -> int:
     parser.add_argument("--round", type=_round, default=None, help="the round (default: the one waiting for labels)")
     parser.add_argument("--complete", action="store_true", help="refuse the import unless every image has a mask")
     args = parser.parse_args(list(argv))
-    return _run("import-labels", lambda: import_labels(args.run_dir, args.folder, args.round, complete=args.complete))
-
-
-def _run(command: str, action: Callable[[], ExportSummary | ImportSummary]) -> int:
-    try:
-        summary = action()
-    except ValueError as error:  # LabelImportError, MADFileError, DataFormatError: bad input, named in the message
-        print(f"segmend {command}: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"segmend {command}: error: {error}", file=sys.stderr)
-        return 1
-    print(summary.text())
-    return 0
+    return report(
+        "import-labels", lambda: import_labels(args.run_dir, args.folder, args.round, complete=args.complete).text()
+    )
