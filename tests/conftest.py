@@ -63,7 +63,7 @@ def tiny_data_args(data_cache: Path) -> list[str]:
 
 def voc_fixture_roots(data_cache: Path) -> tuple[Path, Path]:
     """The tiny VOC devkit and SBD release (generated once per session): ``(VOC2012 root, SBD dataset root)``."""
-    from tests.voc_fixture import make_voc_sbd
+    from tests.fixtures.voc import make_voc_sbd
 
     base = data_cache / "voc_sbd"
     if not base.exists():
@@ -84,13 +84,13 @@ def data_args(config: Path, data_cache: Path) -> list[str]:
         pool = ["--data.init_args.full_pool=train_aug", "--data.init_args.num_full=4", one_full_per_batch]
         return [f"--data.init_args.root={voc}", f"--data.init_args.sbd_root={sbd}", *small, *pool]
     if "class_path: VOCDataModule" in text:
-        from tests.mad_voc_fixture import make_mad_voc
+        from tests.fixtures.mad_voc import make_mad_voc
 
         voc, sbd = voc_fixture_roots(data_cache)
         mad = make_mad_voc(data_cache / "mad_voc", voc) if "MADTroubleshooting" in text else []
         return [f"--data.init_args.root={voc}", f"--data.init_args.sbd_root={sbd}", *small, *mad]
     if "class_path: SemiSupervisedCityscapesDataModule" in text:
-        from tests.cityscapes_fixture import make_cityscapes
+        from tests.fixtures.cityscapes import make_cityscapes
 
         root = data_cache / "cityscapes"
         if not root.exists():
@@ -100,7 +100,7 @@ def data_args(config: Path, data_cache: Path) -> list[str]:
         unet = ["--model.init_args.arch=Unet", "--model.init_args.net_kwargs=null"]
         return [f"--data.init_args.root={root}", *small, "--data.init_args.num_full=2", one_full_per_batch, *unet]
     if "class_path: CityscapesDataModule" in text:
-        from tests.cityscapes_fixture import make_cityscapes
+        from tests.fixtures.cityscapes import make_cityscapes
 
         root = data_cache / "cityscapes"
         if not root.exists():

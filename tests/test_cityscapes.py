@@ -24,7 +24,7 @@ from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc_format import BoxAnnotation, DataFormatError, box_mask
 from torchvision.datasets import Cityscapes as TorchvisionCityscapes
 
-from tests.cityscapes_fixture import (
+from tests.fixtures.cityscapes import (
     CITIES,
     IMAGES_PER_CITY,
     make_cityscapes,

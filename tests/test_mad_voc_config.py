@@ -14,7 +14,7 @@ from segmend.mad.layout import MADLayout
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
 from tests.conftest import REPO, fast_cli_args
-from tests.mad_voc_fixture import save_module
+from tests.fixtures.mad_voc import save_module
 
 CONFIG = REPO / "configs" / "mad_voc.yaml"
 

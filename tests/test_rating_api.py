@@ -24,7 +24,7 @@ from segmend.mad.state import MADState
 from segmend.rating import create_app
 from segmend.rating.app import host_name
 from segmend.viz import blend, colorize
-from tests.rating_fixture import HEIGHT, SIDEWAYS, WIDTH, RatingRun, make_rating_run
+from tests.fixtures.rating import HEIGHT, SIDEWAYS, WIDTH, RatingRun, make_rating_run
 
 ID_ROUTES = ("/api/images/{}", "/api/overlays/{}", "/api/legends/{}", "/api/raters/alice/scores/{}")
 TRAVERSALS = (

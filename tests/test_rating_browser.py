@@ -36,7 +36,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import FileOracle
 from segmend.rating import create_app
-from tests.rating_fixture import HEIGHT, SIDEWAYS, WIDTH, RatingRun, make_rating_run
+from tests.fixtures.rating import HEIGHT, SIDEWAYS, WIDTH, RatingRun, make_rating_run
 
 INSTALL_HINT = (
     "The rating page's browser test needs Debian's Chromium and its driver: run `make test` (it installs them "

@@ -21,7 +21,7 @@ from segmend.mad import Selection
 from segmend.mad.layout import MADLayout
 from segmend.mad.state import MADState
 from tests.conftest import REPO
-from tests.rating_fixture import make_rating_run
+from tests.fixtures.rating import make_rating_run
 
 
 def test_a_folder_without_a_mad_state_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

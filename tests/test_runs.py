@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import Logger
 from segmend.cli import SegmendCLI, main
 from segmend.runs import ResumeCheckpoint, ResumePolicy, Stage, has_training_stages, run_stages
 from tests.conftest import CPU_TRAINER, REPO, tiny_data_args
-from tests.toy_stages import TwoStageToy
+from tests.fixtures.toy_stages import TwoStageToy
 
 SCRIPT = Path(sys.executable).parent / "segmend"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -29,7 +29,7 @@ EVERY = 2  # --resume.every_n_steps: a kill loses at most this many steps
 def toy_args(run_dir: Path, data_cache: Path, *extra: str) -> list[str]:
     """The toy two-stage module on tiny synthetic data: 8 images, batches of 2 = 4 steps per epoch."""
     return [
-        "--model=tests.toy_stages.TwoStageToy",
+        "--model=tests.fixtures.toy_stages.TwoStageToy",
         "--data=SyntheticDataModule",
         *tiny_data_args(data_cache),
         "--data.init_args.batch_size=2",
@@ -48,7 +48,7 @@ def toy_args(run_dir: Path, data_cache: Path, *extra: str) -> list[str]:
 
 def kill_args(stage: str, step: int, signal_name: str = "SIGKILL") -> list[str]:
     return [
-        "--trainer.callbacks+=tests.toy_stages.KillAt",
+        "--trainer.callbacks+=tests.fixtures.toy_stages.KillAt",
         f"--trainer.callbacks.stage={stage}",
         f"--trainer.callbacks.step={step}",
         f"--trainer.callbacks.signal_name={signal_name}",

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from segmend.datamodules.semisup import SemiSupervisedVOCDataModule, split_fully_and_weakly_supervised
 from segmend.datamodules.voc_format import DataFormatError, box_mask
 
-from tests.voc_fixture import TRAIN_AUG, VOC_TRAIN, VOCSBDTree, make_voc_sbd
+from tests.fixtures.voc import TRAIN_AUG, VOC_TRAIN, VOCSBDTree, make_voc_sbd
 
 # id lists of the real sizes: VOC train (1464) inside train_aug (10582)
 VOC_TRAIN_IDS = [f"2007_{i:06d}" for i in range(1464)]

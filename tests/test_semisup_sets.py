@@ -12,8 +12,8 @@ from segmend.datamodules.semisup import (
     merge_batches,
 )
 
-from tests.cityscapes_fixture import make_cityscapes
 from tests.conftest import TINY_SYNTHETIC
+from tests.fixtures.cityscapes import make_cityscapes
 from tests.test_semisup import train_batches
 
 TINY = {**TINY_SYNTHETIC, "num_train": 12, "batch_size": 4}

@@ -30,7 +30,7 @@ from torch import nn
 
 from segmend.modules import SegmentationModule
 from segmend.nets.factory import build_smp_net, cached_encoder_weights, input_size_divisor
-from tests.voc_fixture import VOCSBDTree, make_voc_sbd
+from tests.fixtures.voc import VOCSBDTree, make_voc_sbd
 
 REPO = Path(__file__).resolve().parents[1]
 RESNET18 = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]
@@ -134,7 +134,7 @@ def test_every_smp_encoder_stride_divides_the_eval_padding():
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> VOCSBDTree:
-    """A complete tiny VOC 2012 + SBD tree (from tests/voc_fixture.py)."""
+    """A complete tiny VOC 2012 + SBD tree (from tests/fixtures/voc.py)."""
     return make_voc_sbd(tmp_path_factory.mktemp("vocsbd"))
 
 

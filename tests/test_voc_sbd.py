@@ -16,7 +16,7 @@ from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, DataFormatError, box_mask, read_index_mask
 
-from tests.voc_fixture import (
+from tests.fixtures.voc import (
     P_MODE_AUG_ID,
     SBD_TRAIN,
     SBD_VAL,
