@@ -43,7 +43,9 @@ from segmend.datamodules.transforms import (
     to_sample,
     train_transform,
 )
-from segmend.datamodules.voc_format import IGNORE_INDEX, read_image, read_index_mask, write_palette_mask
+from segmend.datamodules.image_io import read_image
+from segmend.datamodules.label_files import IGNORE_INDEX
+from segmend.datamodules.voc_format import read_index_mask, write_palette_mask
 from verdicts import comparison, difference_interval, ratio_interval
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "data.md"

@@ -15,16 +15,17 @@ applies ``reduce_zero_label`` exactly once, in :func:`reduce_zero_label`, when a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from segmend.datamodules.base import SegmentationDataModule
-from segmend.datamodules.image_io import check_label_orientation, read_image
-from segmend.datamodules.voc import missing_data_error
-from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError, read_index_mask
 from torch.utils.data import Dataset
+
+from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.errors import DataFormatError, missing_data_error
+from segmend.datamodules.label_files import IGNORE_INDEX, check_label_size
+from segmend.datamodules.reader import SampleTransform, SegmentationReader
+from segmend.datamodules.voc_format import read_index_mask
 
 SECTION = "ADE20K"
 
@@ -69,7 +70,7 @@ def reduce_zero_label(mask: np.ndarray) -> np.ndarray:
     return _REDUCE_LUT[mask.astype(np.intp)]
 
 
-class ADE20KDataset(Dataset):
+class ADE20KDataset(SegmentationReader):
     """One split of ``ADEChallengeData2016``: images and reduced (0..149, 255 = ignore) label masks.
 
     Args:
@@ -83,7 +84,9 @@ class ADE20KDataset(Dataset):
 
     """
 
-    def __init__(self, root: str | Path, split: str, transform: Callable[..., dict[str, Any]]) -> None:
+    class_names = ADE20K_CLASSES
+
+    def __init__(self, root: str | Path, split: str, transform: SampleTransform | None) -> None:
         self.root = Path(root)
         self.split = split
         self.transform = transform
@@ -105,9 +108,6 @@ class ADE20KDataset(Dataset):
                 f"({len(missing)} of {len(self.ids)} images in {image_dir} have none). Re-extract "
                 "ADEChallengeData2016.zip."
             )
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def image_path(self, sample_id: str) -> Path:
         """Path of the image of ``sample_id``."""
@@ -132,12 +132,7 @@ class ADE20KDataset(Dataset):
         if not path.is_file():
             raise DataFormatError(f"Image {self.image_path(sample_id)} has no annotation: expected {path}.")
         stored = read_index_mask(path)
-        if stored.shape != image_shape:
-            check_label_orientation(path, stored.shape, self.image_path(sample_id), image_shape)
-            raise DataFormatError(
-                f"Annotation {path} is {stored.shape[1]}x{stored.shape[0]} (WxH) but its image is "
-                f"{image_shape[1]}x{image_shape[0]}; annotations must match their images pixel for pixel."
-            )
+        check_label_size(path, stored.shape, image_shape, self.image_path(sample_id), what="Annotation")
         values = np.unique(stored)
         bad = values[(values > NUM_STORED_CLASSES) & (values != IGNORE_INDEX)]
         if bad.size:
@@ -147,12 +142,6 @@ class ADE20KDataset(Dataset):
                 "ADEChallengeData2016 (the full ADE20K release uses another, 3000+ class encoding)."
             )
         return reduce_zero_label(stored)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample_id = self.ids[index]
-        image = read_image(self.image_path(sample_id))
-        mask = self.load_mask(sample_id, image.shape[:2])
-        return self.transform(image, mask, None, sample_id)
 
 
 class ADE20KDataModule(SegmentationDataModule):

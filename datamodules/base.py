@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
-from segmend.datamodules.extra_labels import LabelledFile, LabelledFilesDataset, batch_split
+from torch.utils.data import DataLoader, Dataset
+
+from segmend.datamodules.extra_labels import LabelledFile, LabelledFilesDataset
+from segmend.datamodules.label_files import IGNORE_INDEX
+from segmend.datamodules.mixed_batches import batch_split, merge_batches
 from segmend.datamodules.seeding import (
     EpochShuffleSampler,
     LazyStartDataLoader,
@@ -22,9 +26,11 @@ from segmend.datamodules.seeding import (
 )
 from segmend.datamodules.transforms import eval_transform, to_sample, train_transform
 from segmend.datamodules.voc_format import voc_palette
-from torch.utils.data import DataLoader, Dataset
-
 from segmend.hparams import LoggedHyperparameters
+
+
+#: The split of the labelled images added with :meth:`SegmentationDataModule.add_labelled`.
+EXTRA = "extra"
 
 
 class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
@@ -60,6 +66,8 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
 
     class_names: tuple[str, ...] = ()
     palette: np.ndarray = voc_palette()
+    #: The label of unlabeled pixels in the masks served (the batch contract's; models must use the same).
+    ignore_index: int = IGNORE_INDEX
 
     def __init__(
         self,
@@ -99,6 +107,7 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         self.datasets: dict[str, Dataset] = {}
         self.extra_labelled: dict[str, LabelledFile] = {}
         self.extra_per_batch: int | None = None
+        self.mixed_parts: tuple[str, ...] = ()  # names of the loaders of a mixed training batch, in merge order
 
     @property
     def num_classes(self) -> int:
@@ -116,11 +125,20 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         """
 
     def dataset(self, split: str, train: bool = False) -> Dataset:
-        """The dataset of ``split``, built once."""
-        key = f"{split}:{'train' if train else 'eval'}"
+        """The dataset of ``split``, built once (per ``train``)."""
+        key = dataset_key(split, train)
         if key not in self.datasets:
-            self.datasets[key] = self.build_dataset(split, train)
+            self.datasets[key] = self.build_extra_dataset() if split == EXTRA else self.build_dataset(split, train)
         return self.datasets[key]
+
+    def has_dataset(self, split: str, train: bool = False) -> bool:
+        """Whether the dataset of ``split`` has been built."""
+        return dataset_key(split, train) in self.datasets
+
+    def forget_dataset(self, split: str) -> None:
+        """Drop the built datasets of ``split`` (with and without training augmentation) so they are built anew."""
+        for train in (True, False):
+            self.datasets.pop(dataset_key(split, train), None)
 
     def setup(self, stage: str) -> None:
         """Build (and so check) the datasets the stage needs."""
@@ -213,33 +231,36 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
             batch_split(self.batch_size, 1, 1, per_batch)  # checks it
         self.extra_labelled.update({key: (str(image), str(label)) for key, (image, label) in entries.items()})
         self.extra_per_batch = per_batch
-        self.datasets.pop("extra:train", None)
+        self.forget_dataset(EXTRA)
 
-    def extra_dataset(self) -> Dataset:
-        """The extra labelled images as a training dataset (with training augmentation)."""
-        if "extra:train" not in self.datasets:
-            self.datasets["extra:train"] = LabelledFilesDataset(
-                self.extra_labelled, self.num_classes, self.train_sample
-            )
-        return self.datasets["extra:train"]
+    def build_extra_dataset(self) -> Dataset:
+        """The extra labelled images as a training dataset (with training augmentation): the split ``"extra"``."""
+        return LabelledFilesDataset(self.extra_labelled, self.class_names, self.train_sample)
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         """The training loader; with extra labelled images, ``{"train": ..., "extra": ...}`` cycled together."""
         train = self.dataset("train", True)
         if not self.extra_labelled:
             return self._loader(train, self.batch_size, shuffle=True)
-        own, extra = batch_split(self.batch_size, len(train), len(self.extra_labelled), self.extra_per_batch)
-        return {
-            "train": self._loader(train, own, shuffle=True),
-            "extra": self._loader(self.extra_dataset(), extra, shuffle=True, stream="extra"),
-        }
+        extra = self.dataset(EXTRA, True)
+        own, part = batch_split(self.batch_size, len(train), len(extra), self.extra_per_batch)
+        return self.mixed_loaders({"train": (train, own), EXTRA: (extra, part)})
+
+    def mixed_loaders(self, parts: Mapping[str, tuple[Dataset, int]]) -> dict[str, DataLoader]:
+        """Training loaders of a mixed batch, cycled together by Lightning and merged in this order.
+
+        Args:
+            parts: ``name -> (dataset, samples per batch)``; each loader draws its order and
+                augmentation from the seeded stream ``name``.
+
+        """
+        self.mixed_parts = tuple(parts)
+        return {name: self._loader(dataset, size, shuffle=True, stream=name) for name, (dataset, size) in parts.items()}
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Concatenate the two parts of a mixed training batch (original samples first)."""
-        if isinstance(batch, dict) and set(batch) == {"train", "extra"}:
-            from segmend.datamodules.semisup import merge_batches
-
-            return merge_batches([batch["train"], batch["extra"]])
+        """Concatenate the parts of a mixed training batch (see :meth:`mixed_loaders`) into one batch."""
+        if self.mixed_parts and isinstance(batch, dict) and set(batch) == set(self.mixed_parts):
+            return merge_batches([batch[name] for name in self.mixed_parts])
         return batch
 
     def val_dataloader(self) -> DataLoader:  # noqa: D102
@@ -257,3 +278,8 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
             "transform": self.train_sample if train else self.eval_sample,
             "with_boxes": self.with_boxes,
         }
+
+
+def dataset_key(split: str, train: bool) -> str:
+    """The key of a built dataset in :attr:`SegmentationDataModule.datasets`."""
+    return f"{split}:{'train' if train else 'eval'}"

@@ -9,13 +9,10 @@ root/
   gtCoarse/{train,val,train_extra}/<city>/<city>_<seq>_<frame>_gtCoarse_polygons.json
 ```
 
-Facts the format relies on (from cityscapesScripts' ``labels.py`` and ``json2labelImg``/
-``json2instanceImg``): ``labelIds`` PNGs are 8-bit ('L') and hold the 34 label ids 0..33, which
-are not the 19 training classes (a lookup table maps id -> trainId, everything else is void);
-license plates have id -1 and are never drawn. ``instanceIds`` PNGs are 16-bit and hold
-``labelId * 1000 + k`` (k from 0 per class and image) for objects of the ten instance classes,
-and the plain label id (< 1000) elsewhere, including crowd ("...group") regions. Poles, traffic
-lights and traffic signs have no instance ids; their objects are only in ``polygons.json``.
+The label ids, their tables and the id PNGs are in :mod:`segmend.datamodules.cityscapes_format`.
+``instanceIds`` hold ``labelId * 1000 + k`` for objects of the ten instance classes and the plain
+label id (< 1000) elsewhere, crowd regions included. Poles, traffic lights and traffic signs have
+no instance ids; their objects are only in ``polygons.json``.
 """
 
 from __future__ import annotations
@@ -23,81 +20,34 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
-from segmend.datamodules.base import SegmentationDataModule
-from segmend.datamodules.image_io import check_label_orientation, read_image, read_image_size
-from segmend.datamodules.voc import missing_data_error
-from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, box_mask
 from torch.utils.data import Dataset
 
+from segmend.datamodules.base import SegmentationDataModule
+from segmend.datamodules.cityscapes_format import (
+    CLASS_NAMES,
+    LICENSE_PLATE_8BIT,
+    NAME_TO_LABEL,
+    NUM_LABEL_IDS,
+    LabelMode,
+    bad_label_ids,
+    cityscapes_palette,
+    label_lut,
+    read_id_png,
+)
+from segmend.datamodules.errors import DataFormatError, missing_data_error
+from segmend.datamodules.image_io import read_image_size
+from segmend.datamodules.label_files import IGNORE_INDEX, check_label_size
+from segmend.datamodules.reader import SampleTransform, SegmentationReader
+from segmend.datamodules.voc_format import BoxAnnotation
+
 SECTION = "Cityscapes"
-LabelMode = Literal["trainid19", "objects11"]
 Annotation = Literal["fine", "coarse"]
-
-
-class CityscapesLabel(NamedTuple):
-    """One row of cityscapesScripts' label table."""
-
-    name: str
-    id: int
-    train_id: int
-    has_instances: bool
-    color: tuple[int, int, int]
-
-
-LABELS: tuple[CityscapesLabel, ...] = (
-    CityscapesLabel("unlabeled", 0, 255, False, (0, 0, 0)),
-    CityscapesLabel("ego vehicle", 1, 255, False, (0, 0, 0)),
-    CityscapesLabel("rectification border", 2, 255, False, (0, 0, 0)),
-    CityscapesLabel("out of roi", 3, 255, False, (0, 0, 0)),
-    CityscapesLabel("static", 4, 255, False, (0, 0, 0)),
-    CityscapesLabel("dynamic", 5, 255, False, (111, 74, 0)),
-    CityscapesLabel("ground", 6, 255, False, (81, 0, 81)),
-    CityscapesLabel("road", 7, 0, False, (128, 64, 128)),
-    CityscapesLabel("sidewalk", 8, 1, False, (244, 35, 232)),
-    CityscapesLabel("parking", 9, 255, False, (250, 170, 160)),
-    CityscapesLabel("rail track", 10, 255, False, (230, 150, 140)),
-    CityscapesLabel("building", 11, 2, False, (70, 70, 70)),
-    CityscapesLabel("wall", 12, 3, False, (102, 102, 156)),
-    CityscapesLabel("fence", 13, 4, False, (190, 153, 153)),
-    CityscapesLabel("guard rail", 14, 255, False, (180, 165, 180)),
-    CityscapesLabel("bridge", 15, 255, False, (150, 100, 100)),
-    CityscapesLabel("tunnel", 16, 255, False, (150, 120, 90)),
-    CityscapesLabel("pole", 17, 5, False, (153, 153, 153)),
-    CityscapesLabel("polegroup", 18, 255, False, (153, 153, 153)),
-    CityscapesLabel("traffic light", 19, 6, False, (250, 170, 30)),
-    CityscapesLabel("traffic sign", 20, 7, False, (220, 220, 0)),
-    CityscapesLabel("vegetation", 21, 8, False, (107, 142, 35)),
-    CityscapesLabel("terrain", 22, 9, False, (152, 251, 152)),
-    CityscapesLabel("sky", 23, 10, False, (70, 130, 180)),
-    CityscapesLabel("person", 24, 11, True, (220, 20, 60)),
-    CityscapesLabel("rider", 25, 12, True, (255, 0, 0)),
-    CityscapesLabel("car", 26, 13, True, (0, 0, 142)),
-    CityscapesLabel("truck", 27, 14, True, (0, 0, 70)),
-    CityscapesLabel("bus", 28, 15, True, (0, 60, 100)),
-    CityscapesLabel("caravan", 29, 255, True, (0, 0, 90)),
-    CityscapesLabel("trailer", 30, 255, True, (0, 0, 110)),
-    CityscapesLabel("train", 31, 16, True, (0, 80, 100)),
-    CityscapesLabel("motorcycle", 32, 17, True, (0, 0, 230)),
-    CityscapesLabel("bicycle", 33, 18, True, (119, 11, 32)),
-    CityscapesLabel("license plate", -1, 255, False, (0, 0, 142)),
-)
-NAME_TO_LABEL = {label.name: label for label in LABELS}
-NUM_LABEL_IDS = 34  # label ids 0..33; -1 (license plate) is never drawn
-LICENSE_PLATE_8BIT = 255  # -1 stored in an unsigned 8-bit PNG
-
-TRAINID19_CLASSES: tuple[str, ...] = tuple(
-    label.name for label in sorted((lb for lb in LABELS if lb.train_id != 255), key=lambda lb: lb.train_id)
-)
-OBJECT_TRAIN_IDS = (5, 6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
-OBJECTS11_CLASSES: tuple[str, ...] = ("background", *(TRAINID19_CLASSES[t] for t in OBJECT_TRAIN_IDS))
-CLASS_NAMES: dict[str, tuple[str, ...]] = {"trainid19": TRAINID19_CLASSES, "objects11": OBJECTS11_CLASSES}
 
 # classes without instance ids whose boxes come from polygons.json
 POLYGON_BOX_LABELS = ("pole", "traffic light", "traffic sign")
@@ -106,100 +56,7 @@ ANNOTATION_SPLITS = {"fine": ("train", "val", "test"), "coarse": ("train", "val"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 
 
-def train_id_lut() -> np.ndarray:
-    """(256,) uint8 table from label id (index 255 = license plate -1) to trainId, 255 = void."""
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label in LABELS:
-        if label.id >= 0:
-            lut[label.id] = label.train_id
-    return lut
-
-
-def label_lut(classes: LabelMode) -> np.ndarray:
-    """(256,) uint8 table from label id to the class index of a label mode (255 = void).
-
-    Args:
-        classes: ``"trainid19"`` (the 19 training classes, index = trainId) or ``"objects11"``
-            (background 0 and the 11 object classes 1..11; void stays 255).
-
-    """
-    to_train = train_id_lut()
-    if classes == "trainid19":
-        return to_train
-    if classes == "objects11":
-        train_to_object = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-        train_to_object[: len(TRAINID19_CLASSES)] = 0
-        for index, train_id in enumerate(OBJECT_TRAIN_IDS, start=1):
-            train_to_object[train_id] = index
-        return train_to_object[to_train]
-    raise ValueError(f"classes must be 'trainid19' or 'objects11', got {classes!r}.")
-
-
-def cityscapes_palette(classes: LabelMode) -> np.ndarray:
-    """(256, 3) uint8 colours by class index of a label mode (Cityscapes' own colours)."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for index, name in enumerate(CLASS_NAMES[classes]):
-        palette[index] = NAME_TO_LABEL[name].color if name in NAME_TO_LABEL else (0, 0, 0)
-    return palette
-
-
-def ids_from_image(img: Image.Image, path: Path) -> np.ndarray:
-    """Pixel values of a Cityscapes id PNG as an integer array, without any conversion.
-
-    ``labelIds`` are 8-bit ('L'); ``instanceIds`` are 16-bit, which Pillow opens as 'I;16' (recent
-    versions) or 'I' (32-bit, older versions); both give the stored values.
-
-    Raises:
-        DataFormatError: If the image is a colour image or of another mode.
-
-    """
-    if img.mode in ("RGB", "RGBA"):
-        raise DataFormatError(
-            f"{path} is an {img.mode} image; expected a greyscale PNG of Cityscapes ids ('L' labelIds, "
-            "16-bit instanceIds). The _color.png files are for viewing only; use the original "
-            "_labelIds.png / _instanceIds.png from the dataset archive."
-        )
-    if img.mode not in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
-        raise DataFormatError(f"{path} has mode {img.mode}; expected an 'L' (8-bit) or 16-bit greyscale PNG.")
-    array = np.asarray(img)
-    return array if array.dtype == np.uint8 else array.astype(np.int32)
-
-
-def read_id_png(path: Path, what: str) -> np.ndarray:
-    """Read a ``labelIds`` or ``instanceIds`` PNG (see :func:`ids_from_image`).
-
-    Args:
-        path: The PNG file.
-        what: Its kind, for error messages (e.g. ``"labelIds"``).
-
-    Raises:
-        DataFormatError: If the file is missing, unreadable or of a wrong mode.
-
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return ids_from_image(img, path)
-    except FileNotFoundError as err:
-        raise DataFormatError(f"Cityscapes {what} file not found: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataFormatError(
-            f"Cannot decode {what} {path}: {err}. The file is corrupt or truncated; re-extract it from the archive."
-        ) from err
-
-
-def _bad_label_ids(ids: np.ndarray) -> list[int]:
-    """Values of a labelIds array that are neither 0..33 nor the license plate (-1, or 255 in 8 bits)."""
-    if ids.dtype == np.uint8:
-        counts = np.bincount(ids.ravel(), minlength=256)
-        counts[:NUM_LABEL_IDS] = 0
-        counts[LICENSE_PLATE_8BIT] = 0
-        return np.flatnonzero(counts).tolist()
-    values = np.unique(ids)
-    return values[((values < 0) | (values >= NUM_LABEL_IDS)) & (values != -1) & (values != 255)].tolist()
-
-
-class CityscapesDataset(Dataset):
+class CityscapesDataset(SegmentationReader):
     """Images, masks and (optionally) boxes of Cityscapes splits, read from the distributed layout.
 
     Sample ids are the file stems ``<city>_<seq>_<frame>``.
@@ -228,7 +85,7 @@ class CityscapesDataset(Dataset):
         split: str | Sequence[str],
         classes: LabelMode = "trainid19",
         annotation: Annotation = "fine",
-        transform: Callable[..., dict[str, Any]] | None = None,
+        transform: SampleTransform | None = None,
         with_masks: bool = True,
         with_boxes: bool = False,
         ids: Sequence[str] | None = None,
@@ -324,14 +181,6 @@ class CityscapesDataset(Dataset):
             )
         return entries
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes of the label mode."""
-        return len(self.class_names)
-
     def _entry(self, sample_id: str | int) -> tuple[str, str, str]:
         if isinstance(sample_id, str):
             if sample_id not in self.index:
@@ -351,17 +200,6 @@ class CityscapesDataset(Dataset):
         """Path of a label file of a sample, e.g. suffix ``labelIds.png``, ``instanceIds.png``, ``polygons.json``."""
         return self._gt_path(*self._entry(sample_id), suffix)
 
-    def _check_shape(
-        self, path: Path, array: np.ndarray, image_shape: tuple[int, int], sample_id: str | int | None = None
-    ) -> None:
-        if array.shape != tuple(image_shape):
-            if sample_id is not None:
-                check_label_orientation(path, array.shape, self.image_path(sample_id), image_shape)
-            raise DataFormatError(
-                f"Label {path} is {array.shape[1]}x{array.shape[0]} (WxH) but its image is "
-                f"{image_shape[1]}x{image_shape[0]}; labels must match their images pixel for pixel."
-            )
-
     def load_label_ids(self, sample_id: str | int, image_shape: tuple[int, int]) -> np.ndarray:
         """Read and check the raw ``labelIds`` of a sample (values 0..33; license plate -1 allowed).
 
@@ -372,8 +210,8 @@ class CityscapesDataset(Dataset):
         """
         path = self.label_path(sample_id)
         ids = read_id_png(path, "labelIds")
-        self._check_shape(path, ids, image_shape, sample_id)
-        bad = _bad_label_ids(ids)
+        check_label_size(path, ids.shape, image_shape, self.image_path(sample_id), what="Label")
+        bad = bad_label_ids(ids)
         if bad:
             raise DataFormatError(
                 f"Label {path} holds values {bad[:10]}, which are not Cityscapes labelIds (0..{NUM_LABEL_IDS - 1}, "
@@ -388,16 +226,6 @@ class CityscapesDataset(Dataset):
             ids = np.where(ids < 0, LICENSE_PLATE_8BIT, ids).astype(np.uint8)
         return self.lut[ids]
 
-    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The (H, W, 3) uint8 image and raw labelIds of a sample, before any mapping or transform."""
-        image = read_image(self.image_path(index))
-        return image, (self.load_label_ids(index, image.shape[:2]) if self.with_masks else None)
-
-    def read_sample(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The (H, W, 3) uint8 image and mapped (H, W) uint8 mask of a sample, before any transform."""
-        image = read_image(self.image_path(index))
-        return image, (self.load_mask(index, image.shape[:2]) if self.with_masks else None)
-
     def _box_label(self, label_id: int) -> int | None:
         """Class index of a label id in the current mode, or ``None`` if the mode has no such object class."""
         index = int(self.lut[label_id])
@@ -408,7 +236,7 @@ class CityscapesDataset(Dataset):
     def _instance_boxes(self, sample_id: str | int, image_shape: tuple[int, int]) -> list[BoxAnnotation]:
         path = self.label_path(sample_id, "instanceIds.png")
         ids = read_id_png(path, "instanceIds")
-        self._check_shape(path, ids, image_shape, sample_id)
+        check_label_size(path, ids.shape, image_shape, self.image_path(sample_id), what="Label")
         ids = ids.astype(np.int32)
         bad = np.unique(ids[(ids < 0) | (ids >= NUM_LABEL_IDS * 1000) | ((ids >= NUM_LABEL_IDS) & (ids < 1000))])
         if bad.size:
@@ -481,15 +309,6 @@ class CityscapesDataset(Dataset):
         if image_shape is None:
             image_shape = read_image_size(self.image_path(sample_id))
         return self._instance_boxes(sample_id, image_shape) + self._polygon_boxes(sample_id, image_shape)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.transform is None:
-            raise ValueError("CityscapesDataset needs a transform to build samples; use read_sample for raw arrays.")
-        image, mask = self.read_sample(index)
-        boxes = None
-        if self.with_boxes:
-            boxes = box_mask(self.boxes(index, image.shape[:2]), self.num_classes, *image.shape[:2])
-        return self.transform(image, mask, boxes, self.ids[index])
 
 
 class CityscapesDataModule(SegmentationDataModule):
@@ -564,10 +383,13 @@ class CityscapesDataModule(SegmentationDataModule):
         self.eval_annotation = eval_annotation
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
 
+    def training_splits(self) -> tuple[str, ...]:
+        """The Cityscapes splits read for training: ``train_split``, then ``train_extra`` with ``use_train_extra``."""
+        return (self.splits["train"], *(("train_extra",) if self.use_train_extra else ()))
+
     def build_dataset(self, split: str, train: bool) -> Dataset:  # noqa: D102
         if split == "train":
-            names: tuple[str, ...] = (self.splits["train"], *(("train_extra",) if self.use_train_extra else ()))
-            annotation = self.annotation
+            names, annotation = self.training_splits(), self.annotation
         elif split in ("val", "test"):
             names, annotation = (self.splits[split],), self.eval_annotation
         elif split == "train_extra":

@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from segmend.datamodules.errors import DataFormatError
+
 log = logging.getLogger(__name__)
 
 #: Colour transparent pixels are composited over (RGB, white; see the module docstring).
@@ -80,10 +82,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = _readable_extensions()
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 NOT_FOUND = "file not found"
-
-
-class DataFormatError(ValueError):
-    """A data file does not have the content its format requires."""
 
 
 class ImageReadError(DataFormatError):

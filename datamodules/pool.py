@@ -34,155 +34,36 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import albumentations as A
 import cv2
-import torch
+from torch.utils.data import DataLoader, Dataset
+
 from segmend.datamodules.base import SegmentationDataModule
-from segmend.datamodules.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_image_size
+from segmend.datamodules.errors import DataFormatError, missing_data_error
+from segmend.datamodules.image_io import IMAGE_EXTENSIONS, read_image
+from segmend.datamodules.label_files import IGNORE_INDEX
+from segmend.datamodules.pool_batches import SkipNoneDataLoader, collate_skip_none
+from segmend.datamodules.pool_scan import (
+    NUM_EXAMPLES,
+    PHOTO_EXTENSIONS,
+    PoolReport,
+    Verify,
+    check_image_file,
+    check_verify,
+    describe_files_by_extension,
+)
 from segmend.datamodules.seeding import loader_generator
 from segmend.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_sample
-from segmend.datamodules.voc import missing_data_error
-from segmend.datamodules.voc_format import IGNORE_INDEX, DataFormatError
-from torch.utils.data import DataLoader, Dataset, default_collate
 
 SECTION = "Unlabeled image pools"
-#: Extensions of image formats people have (some of which Pillow cannot read without a plugin,
-#: e.g. HEIC); files with them left out of a pool are pointed out in a warning besides the report.
-PHOTO_EXTENSIONS = frozenset(
-    {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".svg"}
-    | {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
-)
-#: Example paths kept per extension in :attr:`PoolReport.other_files`.
-NUM_EXAMPLES = 3
 SIZE_MULTIPLE = 32
 LOAD_FAILURE = "failed when loaded after passing the scan"
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PoolReport:
-    """What a scan of an image pool found.
-
-    Attributes:
-        root: The pool folder.
-        verify: The scan check, ``"decode"`` or ``"header"``.
-        num_images: Images served by the pool: files that passed the scan, less those that failed
-            when loaded later (in the main process; see :meth:`ImageFolderPool.__getitem__`).
-        skipped: ``(path relative to root, reason)`` of each unreadable file, in the order found.
-        other_files: Files not read because of their extension: lower-case extension (``""`` for
-            none) -> ``(count, up to 3 example paths relative to root)``, sorted by extension.
-
-    """
-
-    root: str
-    verify: str
-    num_images: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    other_files: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
-
-    @property
-    def num_skipped(self) -> int:
-        """Number of unreadable files left out."""
-        return len(self.skipped)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready content of the report."""
-        return {
-            "root": self.root,
-            "verify": self.verify,
-            "num_images": self.num_images,
-            "num_skipped": self.num_skipped,
-            "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
-            "other_files": [
-                {"extension": ext, "count": count, "examples": list(examples)}
-                for ext, (count, examples) in self.other_files.items()
-            ],
-        }
-
-    def describe_other_files(self) -> str:
-        """The files left out by extension, e.g. ``"4 .heic (a.heic, b.heic, c.heic, ...), 1 .txt (notes.txt)"``."""
-        return describe_files_by_extension(self.other_files)
-
-
-def describe_files_by_extension(files: dict[str, tuple[int, list[str]]]) -> str:
-    """One line for files counted by extension: ``extension -> (count, example paths)``."""
-    return ", ".join(
-        f"{count} {ext or '(no extension)'} ({', '.join(examples)}{', ...' if count > len(examples) else ''})"
-        for ext, (count, examples) in files.items()
-    )
-
-
-def check_image_file(path: Path, verify: Literal["decode", "header"] = "decode") -> str | None:
-    """Why ``path`` cannot be used as an image, or ``None`` when it can.
-
-    Args:
-        path: The file.
-        verify: ``"decode"`` reads the file as the pool will (:func:`~segmend.datamodules.image_io.read_image`:
-            decoded in full, oriented, converted); ``"header"`` only identifies its format and size
-            (truncated or corrupt pixel data goes unnoticed).
-
-    Returns:
-        A reason such as ``"empty file (0 bytes)"``, ``"not an image: ..."`` or ``"corrupt or
-        truncated: ..."``, or ``None``.
-
-    """
-    try:
-        if verify == "decode":
-            read_image(path)
-        else:
-            read_image_size(path)
-    except ImageReadError as err:
-        return err.reason
-    return None
-
-
-def collate_skip_none(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """Collate samples of the batch contract, dropping the ``None`` of images that failed to load.
-
-    Samples of different sizes are padded at the bottom/right to the largest (images with the
-    normalised value of black, as the eval transform pads; masks with 255; boxes with 0).
-
-    Args:
-        samples: Samples from :class:`ImageFolderPool` (or any reader), ``None`` for failures.
-
-    Returns:
-        The batch, or ``None`` when every sample failed (:class:`SkipNoneDataLoader` skips it).
-
-    """
-    kept = [s for s in samples if s is not None]
-    if not kept:
-        return None
-    height = max(s["image"].shape[-2] for s in kept)
-    width = max(s["image"].shape[-1] for s in kept)
-    if any(s["image"].shape[-2:] != (height, width) for s in kept):
-        kept = [_pad_sample(s, height, width) for s in kept]
-    return default_collate(kept)
-
-
-def _pad_sample(sample: dict[str, Any], height: int, width: int) -> dict[str, Any]:
-    pad = (0, width - sample["image"].shape[-1], 0, height - sample["image"].shape[-2])
-    black = [(0.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
-    image = torch.stack([torch.nn.functional.pad(c, pad, value=v) for c, v in zip(sample["image"], black, strict=True)])
-    out = {**sample, "image": image, "mask": torch.nn.functional.pad(sample["mask"], pad, value=IGNORE_INDEX)}
-    if "boxes" in sample:
-        out["boxes"] = torch.nn.functional.pad(sample["boxes"], pad, value=0.0)
-    return out
-
-
-class SkipNoneDataLoader(DataLoader):
-    """A DataLoader that never yields ``None``: batches whose every sample failed are skipped.
-
-    Use it with :func:`collate_skip_none`. ``len()`` still counts every batch, skipped or not.
-    """
-
-    def __iter__(self):  # noqa: ANN204, D105
-        return (batch for batch in super().__iter__() if batch is not None)
 
 
 class ImageFolderPool(Dataset):
@@ -211,10 +92,9 @@ class ImageFolderPool(Dataset):
         root: str | Path,
         transform: Callable[..., dict[str, Any]] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
-        verify: Literal["decode", "header"] = "decode",
+        verify: Verify = "decode",
     ) -> None:
-        if verify not in ("decode", "header"):
-            raise ValueError(f"verify must be 'decode' or 'header', got {verify!r}.")
+        check_verify(verify)
         self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
         if not self.extensions:
             raise ValueError("extensions is empty; give the image extensions to read, e.g. ('.jpg', '.png').")
@@ -385,7 +265,7 @@ class ImageFolderPoolDataModule(SegmentationDataModule):
         image_size: int | None = 512,
         batch_size: int = 8,
         num_workers: int = 0,
-        verify: Literal["decode", "header"] = "decode",
+        verify: Verify = "decode",
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
         report_path: str | None = None,
     ) -> None:
@@ -400,8 +280,7 @@ class ImageFolderPoolDataModule(SegmentationDataModule):
             raise ValueError(f"class_names repeats names: {list(names)}; give each class once.")
         if image_size is not None and image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels or null, got {image_size}.")
-        if verify not in ("decode", "header"):
-            raise ValueError(f"verify must be 'decode' or 'header', got {verify!r}.")
+        check_verify(verify)
         self.root = Path(root)
         self.class_names = names
         self.image_size = image_size
@@ -451,5 +330,5 @@ class ImageFolderPoolDataModule(SegmentationDataModule):
 
     def teardown(self, stage: str) -> None:
         """Write the report again, with failures found while loading (main process only)."""
-        if self.report_path and "pool:eval" in self.datasets:
+        if self.report_path and self.has_dataset("pool"):
             self.pool.write_report(self.report_path)

@@ -25,25 +25,45 @@ boxes from VOC ``Annotations/<id>.xml`` when it exists, else from SBD ``inst/<id
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 from scipy.io import loadmat
+
+from segmend.datamodules.errors import DataFormatError, missing_data_error
 from segmend.datamodules.image_io import read_image_size
-from segmend.datamodules.voc import (
-    SECTION,
-    VOC_CLASSES,
-    AugSource,
-    VOCSegmentationDataset,
-    missing_data_error,
-    read_split_ids,
-)
-from segmend.datamodules.voc_format import IGNORE_INDEX, BoxAnnotation, DataFormatError, read_index_mask
+from segmend.datamodules.label_files import IGNORE_INDEX, check_label_size
+from segmend.datamodules.reader import SampleTransform
+from segmend.datamodules.voc_format import BoxAnnotation, read_index_mask
+from segmend.datamodules.voc_reader import SECTION, VOC_CLASSES, VOCSegmentationDataset, read_split_ids
 
 SBD_SPLITS = ("train", "val")
+AugSource = Literal["sbd", "png"]
+"""Where ``train_aug`` masks of ids VOC did not segment come from: SBD's ``.mat`` files or pre-converted PNGs."""
+
+
+def check_aug_source(aug_source: str, sbd_root: str | Path | None, reads_train_aug: bool = True) -> None:
+    """Refuse an unknown ``aug_source``, or ``"sbd"`` without ``sbd_root``: the one check of these arguments.
+
+    Args:
+        aug_source: ``"sbd"`` or ``"png"``.
+        sbd_root: SBD's ``benchmark_RELEASE/dataset`` folder, or ``None``.
+        reads_train_aug: Whether ``train_aug`` masks are read (``sbd_root`` is only needed then).
+
+    Raises:
+        ValueError: For another source, or ``"sbd"`` without ``sbd_root`` when ``train_aug`` is read.
+
+    """
+    if aug_source not in ("sbd", "png"):
+        raise ValueError(f"aug_source must be 'sbd' or 'png', got {aug_source!r}.")
+    if reads_train_aug and aug_source == "sbd" and sbd_root is None:
+        raise ValueError(
+            "train_aug with aug_source 'sbd' needs sbd_root: set it to SBD's benchmark_RELEASE/dataset "
+            "folder (from benchmark.tgz), or use aug_source: png with a SegmentationClassAug folder in root."
+        )
 
 
 def read_mat_struct(path: Path, struct: str, fields: Sequence[str]) -> dict[str, np.ndarray]:
@@ -134,11 +154,8 @@ def instance_boxes(
     """
     if instances.ndim != 2:
         raise DataFormatError(f"{path}: GTinst.Segmentation has shape {instances.shape}; expected (H, W).")
-    if image_shape is not None and instances.shape != tuple(image_shape):
-        raise DataFormatError(
-            f"{path}: GTinst.Segmentation is {instances.shape[1]}x{instances.shape[0]} (WxH) but its image is "
-            f"{image_shape[1]}x{image_shape[0]}; instance maps must match their images pixel for pixel."
-        )
+    if image_shape is not None:
+        check_label_size(path, instances.shape, image_shape, what="Instance map (GTinst.Segmentation)")
     bad_classes = categories[(categories < 1) | (categories >= num_classes)]
     if bad_classes.size:
         raise DataFormatError(
@@ -204,9 +221,8 @@ def train_aug_ids(
 
     """
     voc_root = Path(voc_root)
+    check_aug_source(aug_source, sbd_root)
     if aug_source == "sbd":
-        if sbd_root is None:
-            raise ValueError("train_aug from SBD needs sbd_root (SBD's benchmark_RELEASE/dataset folder).")
         augmented = set(read_sbd_ids(Path(sbd_root), "train")) | set(read_sbd_ids(Path(sbd_root), "val"))
     elif aug_source == "png":
         folder = voc_root / aug_dir
@@ -215,8 +231,6 @@ def train_aug_ids(
                 folder, "the pre-converted SBD masks as <id>.png (SegmentationClassAug)", SECTION, "aug_dir"
             )
         augmented = {p.stem for p in folder.glob("*.png")}
-    else:
-        raise ValueError(f"aug_source must be 'sbd' or 'png', got {aug_source!r}.")
     voc_train = set(read_split_ids(voc_root, "train"))
     voc_val = set(read_split_ids(voc_root, "val"))
     return sorted((augmented | voc_train) - voc_val)
@@ -225,7 +239,7 @@ def train_aug_ids(
 class SBDDataset(VOCSegmentationDataset):
     """SBD on its own, as distributed: images ``img/<id>.jpg``, masks ``cls/<id>.mat``, boxes ``inst/<id>.mat``.
 
-    Masks go through the same check as VOC masks (:func:`segmend.datamodules.voc.check_mask`).
+    Masks go through the same check as VOC masks (:func:`segmend.datamodules.label_files.check_mask`).
 
     Args:
         root: SBD's ``benchmark_RELEASE/dataset`` folder.
@@ -245,7 +259,7 @@ class SBDDataset(VOCSegmentationDataset):
         root: str | Path,
         split: str = "train",
         class_names: Sequence[str] = VOC_CLASSES,
-        transform: Callable[..., dict[str, Any]] | None = None,
+        transform: SampleTransform | None = None,
         with_masks: bool = True,
         with_boxes: bool = False,
         ids: Sequence[str] | None = None,
@@ -254,7 +268,7 @@ class SBDDataset(VOCSegmentationDataset):
             root,
             split,
             class_names,
-            transform,  # type: ignore[arg-type]
+            transform,
             mask_dir="cls",
             with_masks=with_masks,
             with_boxes=with_boxes,
@@ -289,11 +303,6 @@ class SBDDataset(VOCSegmentationDataset):
         instances, categories = read_sbd_instances(path)
         return instance_boxes(instances, categories, self.num_classes, path, image_shape)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.transform is None:
-            raise ValueError("SBDDataset needs a transform to build samples; use read_sample for raw arrays.")
-        return super().__getitem__(index)
-
 
 class VOCAugDataset(VOCSegmentationDataset):
     """VOC 2012 images with VOC masks where VOC has them and SBD (or ``SegmentationClassAug``) masks elsewhere.
@@ -303,7 +312,7 @@ class VOCAugDataset(VOCSegmentationDataset):
     - image: ``<root>/JPEGImages/<id>.jpg`` (every SBD image is a VOC2011 image and exists there);
     - mask: ``<root>/<mask_dir>/<id>.png`` if it exists (VOC's mask, with its 255 band), else
       ``<sbd_root>/cls/<id>.mat`` (``aug_source="sbd"``) or ``<root>/<aug_dir>/<id>.png``
-      (``aug_source="png"``); all go through :func:`segmend.datamodules.voc.check_mask`;
+      (``aug_source="png"``); all go through :func:`segmend.datamodules.label_files.check_mask`;
     - boxes: ``<root>/Annotations/<id>.xml`` if it exists, else ``<sbd_root>/inst/<id>.mat``;
       neither -> :class:`DataFormatError` naming both.
 
@@ -331,7 +340,7 @@ class VOCAugDataset(VOCSegmentationDataset):
         root: str | Path,
         split: str,
         class_names: Sequence[str],
-        transform: Callable[..., dict[str, Any]],
+        transform: SampleTransform | None,
         ids: Sequence[str] | None = None,
         aug_source: AugSource = "sbd",
         sbd_root: str | Path | None = None,
@@ -341,10 +350,7 @@ class VOCAugDataset(VOCSegmentationDataset):
         with_boxes: bool = False,
         keep_difficult: bool = True,
     ) -> None:
-        if aug_source not in ("sbd", "png"):
-            raise ValueError(f"aug_source must be 'sbd' or 'png', got {aug_source!r}.")
-        if aug_source == "sbd" and sbd_root is None:
-            raise ValueError("aug_source 'sbd' needs sbd_root: SBD's benchmark_RELEASE/dataset folder.")
+        check_aug_source(aug_source, sbd_root)
         self.aug_source = aug_source
         self.sbd_root = Path(sbd_root) if sbd_root is not None else None
         self.aug_dir = aug_dir
@@ -392,11 +398,6 @@ class VOCAugDataset(VOCSegmentationDataset):
         if not aug.is_file():
             raise DataFormatError(f"Image {self.image_path(sample_id)} has no mask: expected {voc} or {aug}.")
         return (read_sbd_segmentation(aug) if self.aug_source == "sbd" else read_index_mask(aug)), aug
-
-    def mask_source(self, sample_id: str) -> Path:
-        """The file the mask of ``sample_id`` is read from under the precedence rule (without reading it)."""
-        voc = self.mask_path(sample_id)
-        return voc if voc.is_file() else self.aug_mask_path(sample_id)
 
     def fallback_boxes(self, sample_id: str, image_shape: tuple[int, int] | None) -> list[BoxAnnotation]:
         """Boxes of SBD's ``inst/<id>.mat`` for an id without an XML annotation.

@@ -23,7 +23,7 @@ from PIL import Image
 from segmend.datamodules import synthetic_scenes
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
-from segmend.datamodules.voc import VOCSegmentationDataset
+from segmend.datamodules.voc_reader import VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, write_palette_mask, write_voc_xml
 from torch.utils.data import Dataset
 
@@ -186,10 +186,13 @@ class SyntheticDataModule(SegmentationDataModule):
     def build_dataset(self, split: str, train: bool) -> Dataset:  # noqa: D102
         self.prepare_data()  # no-op when cached; covers use without a Trainer
         split = "val" if split == "test" else split
-        mask_dir = "SegmentationClassCoarse" if split == "train" and self.labels == "coarse" else "SegmentationClass"
         return VOCSegmentationDataset(
-            self.root, split, self.class_names, mask_dir=mask_dir, **self.sample_kwargs(train)
+            self.root, split, self.class_names, mask_dir=self.mask_dir(split), **self.sample_kwargs(train)
         )
+
+    def mask_dir(self, split: str) -> str:
+        """The mask folder of ``split``: the simulated coarse masks for ``train`` with ``labels: coarse``."""
+        return "SegmentationClassCoarse" if split == "train" and self.labels == "coarse" else "SegmentationClass"
 
     def wild_metadata(self) -> dict[str, dict[str, Any]]:
         """Domain (``wild`` or ``ood``) and nuisances of each image of the wild split."""

@@ -17,10 +17,11 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from segmend.datamodules.label_files import IGNORE_INDEX
+
 _Rng = np.random.Generator
 
 CLASS_NAMES: tuple[str, ...] = ("background", "disc", "square", "triangle", "ring", "cross")
-IGNORE_INDEX = 255
 DOMAINS: tuple[str, ...] = ("train", "wild", "ood")
 WILD_NUISANCES: tuple[str, ...] = ("unseen_colour", "extreme_scale", "clutter", "low_contrast")
 

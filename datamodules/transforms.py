@@ -8,7 +8,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from segmend.datamodules.voc_format import IGNORE_INDEX
+from segmend.datamodules.label_files import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,7 +1,7 @@
 """Reading and writing the PASCAL VOC on-disk format: palette PNG masks and XML annotations.
 
-Input images are read by :func:`segmend.datamodules.image_io.read_image` (re-exported here as
-``read_image``); masks by :func:`read_index_mask`, never through the image reader.
+Input images are read by :func:`segmend.datamodules.image_io.read_image`; masks by
+:func:`read_index_mask`, never through the image reader.
 
 Facts the format relies on: masks are palette ('P') PNGs whose pixel values are class indices
 (255 marks the unlabeled band); converting them to RGB destroys the indices. XML boxes are
@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-# DataFormatError and the reader of input images live in image_io (oriented, 8-bit, alpha composited);
-# they are re-exported here, where every reader has imported them from.
-from segmend.datamodules.image_io import DataFormatError as DataFormatError
-from segmend.datamodules.image_io import read_image as read_image
-
-IGNORE_INDEX = 255
+from segmend.datamodules.errors import DataFormatError
+from segmend.datamodules.label_files import read_label_png
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:
@@ -60,22 +56,7 @@ def read_index_mask(path: Path) -> np.ndarray:
             that was converted to colours, which loses the class indices).
 
     """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGB", "RGBA"):
-                raise DataFormatError(
-                    f"Mask {path} is an {img.mode} image; expected a palette ('P') or greyscale "
-                    "('L') PNG whose pixel values are class indices. It was probably converted to "
-                    "colours; use the original PNG from the dataset archive."
-                )
-            if img.mode not in ("P", "L", "I;16", "I"):
-                raise DataFormatError(f"Mask {path} has mode {img.mode}; expected 'P' or 'L'.")
-            return np.asarray(img)
-    except FileNotFoundError as err:
-        raise DataFormatError(f"Mask file not found: {path}") from err
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataFormatError(f"Cannot decode mask {path}: {err}") from err
+    return read_label_png(path)
 
 
 def write_palette_mask(path: Path, mask: np.ndarray, palette: np.ndarray | None = None) -> None:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segmend.datamodules.voc_format import DataFormatError, read_index_mask, voc_palette
+from segmend.datamodules.errors import DataFormatError
+from segmend.datamodules.voc_format import read_index_mask, voc_palette
 from segmend.mad.files import MADFileError, atomic_write_bytes, read_json, require_key, write_json
 from segmend.mad.layout import check_rater
 from segmend.mad.scores import MAX_SCORE, MIN_SCORE, OUT_OF_DOMAIN

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from segmend.datamodules.image_io import IMAGE_EXTENSIONS, DataFormatError, read_image
+from segmend.datamodules.errors import DataFormatError
+from segmend.datamodules.image_io import IMAGE_EXTENSIONS, read_image
 from segmend.datamodules.voc_format import read_index_mask
 from segmend.mad.discrepancy import discrepancy
 from segmend.mad.files import MADFileError, atomic_write_bytes, ids_in, is_temporary

@@ -81,7 +81,8 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         net: Any ``nn.Module`` mapping (B, 3, H, W) to (B, num_classes, h, w) logits (or a dict
             with key ``"out"``); when given, ``arch`` and ``encoder_*`` are ignored.
         net_kwargs: Extra arguments of the smp architecture, e.g. ``{"decoder_channels": 128}``.
-        ignore_index: Label of unlabeled pixels.
+        ignore_index: Label of unlabeled pixels; it must be the data's (255 for segmend's DataModules,
+            checked at setup by :meth:`check_datamodule`).
         optimizer: Callable building the optimizer from parameter groups; ``None`` gives SGD
             (lr 0.01, momentum 0.9, weight decay 5e-4).
         lr_scheduler: Callable building the schedule from the optimizer, stepped every batch;
@@ -313,6 +314,8 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
         ``setup`` and reads no data. Attributes a DataModule does not have are not checked.
 
         - ``num_classes`` must equal the model's.
+        - The label of unlabeled pixels the data serves (``ignore_index``, 255 for segmend's
+          DataModules) must be the one the model ignores.
         - Training inputs must fit the net: smp architectures (all but ``Unet``) need a height and
           width divisible by the encoder's output stride (:func:`~segmend.nets.factory.input_size_divisor`).
           The training size is the DataModule's ``crop_size`` (whole-image training, ``crop_size``
@@ -326,7 +329,7 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
                 checked for ``"fit"`` and for ``None`` (every stage).
 
         Raises:
-            ValueError: For a class count that differs from the model's, or a training size the
+            ValueError: For a class count or ignore label that differs from the model's, or a training size the
                 net cannot take (naming the nearest valid sizes).
 
         """
@@ -337,6 +340,14 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
                 f"{data_classes} classes but the model ({type(self).__name__}) was built for "
                 f"{self.num_classes}. Remove model.num_classes from the config so segmend links "
                 "it from the data, or set it to the data's value."
+            )
+        data_ignore = getattr(datamodule, "ignore_index", None)
+        if data_ignore is not None and data_ignore != self.ignore_index:
+            raise ValueError(
+                f"ignore_index mismatch: the data ({type(datamodule).__name__}) marks unlabeled pixels with "
+                f"{data_ignore} but the model ({type(self).__name__}) ignores {self.ignore_index}, so it would "
+                f"train on unlabeled pixels as class {data_ignore}. Remove model.ignore_index from the config "
+                f"or set it to {data_ignore}."
             )
         if stage in (None, "fit"):
             self._check_training_size(datamodule)
