@@ -157,5 +157,5 @@ def read_id_png(path: Path, what: str) -> np.ndarray:
         DataFormatError: If the file is missing, unreadable or of a wrong mode.
 
     """
-    array = read_label_png(path, f"Cityscapes {what}", COLOUR_ADVICE, ID_MODES, REEXTRACT)
+    array = read_label_png(path, f"Cityscapes {what}", COLOUR_ADVICE, ID_MODES, decode_advice=REEXTRACT)
     return array if array.dtype == np.uint8 else array.astype(np.int32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -57,36 +58,23 @@ def label_values(
     return np.asarray(img)
 
 
-def read_label_png(
-    path: Path,
-    what: str = "mask",
-    colour_advice: str = DEFAULT_COLOUR_ADVICE,
-    modes: Sequence[str] = INDEX_MODES,
-    decode_advice: str = "",
-) -> np.ndarray:
-    """Open a label PNG and return its stored values (see :func:`label_values`).
-
-    Args:
-        path: The PNG file.
-        what: As in :func:`label_values`.
-        colour_advice: As in :func:`label_values`.
-        modes: As in :func:`label_values`.
-        decode_advice: Appended to the message of a file that cannot be decoded.
+def read_label_png(path: Path, *args: Any, decode_advice: str = "") -> np.ndarray:
+    """Open a label PNG and return its stored values; ``args`` are those of :func:`label_values` after ``path``.
 
     Raises:
-        DataFormatError: If the file is missing, cannot be decoded, is a colour image or has
-            another mode, naming the file.
+        DataFormatError: If the file is missing, cannot be decoded (``decode_advice`` is appended to
+            the message), is a colour image or has another mode, naming the file.
 
     """
+    what = args[0] if args else "mask"
     try:
         with Image.open(path) as img:
             img.load()
-            return label_values(img, path, what, colour_advice, modes)
+            return label_values(img, path, *args)
     except FileNotFoundError as err:
         raise DataFormatError(f"{what[:1].upper() + what[1:]} file not found: {path}") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        advice = f" {decode_advice}" if decode_advice else ""
-        raise DataFormatError(f"Cannot decode {what} {path}: {err}.{advice}") from err
+        raise DataFormatError(f"Cannot decode {what} {path}: {err}.{' ' * bool(decode_advice)}{decode_advice}") from err
 
 
 def check_label_size(
@@ -127,9 +115,6 @@ def check_mask(
     image_path: Path | None = None,
 ) -> np.ndarray:
     """Check a mask of class indices against its image and the classes.
-
-    Used for VOC palette PNGs, ``SegmentationClassAug`` PNGs, SBD ``GTcls.Segmentation`` arrays and
-    labels added to a training set.
 
     Args:
         mask: The mask as read (class indices).

@@ -1,51 +1,27 @@
 """An unlabeled pool of images in a folder tree, for prediction and troubleshooting.
 
-```
-root/
-  any/nested/folders/<name>.{jpg,jpeg,png,tif,tiff,bmp,webp,gif,avif,...}   (case-insensitive)
-```
-
-The default extensions are :data:`segmend.datamodules.image_io.IMAGE_EXTENSIONS`, the photo
-formats this installation of Pillow reads. Images are read by
-:func:`segmend.datamodules.image_io.read_image`, as people see them: EXIF orientation applied (so
-``image_size`` in a batch, and predictions written back at the original size, are the upright
-sizes), 16-bit images scaled to 8 bits, transparency composited over white.
-
-Ids are the POSIX path of the file relative to ``root``, extension included (``street/0001.jpg``).
-Including the extension keeps ``a.jpg`` and ``a.png`` of one folder apart, and an id never changes
-when other files are added to the pool; ids do not depend on where the pool lives or on the
-machine. Files are served in the sorted order of their ids. Files with other extensions (``.txt``,
-``.heic``, ...) are not read; they are counted by extension, with examples, in
-:attr:`PoolReport.other_files`, and a warning names the image formats among them (e.g. HEIC
-photos, which Pillow cannot read without a plugin: convert them to JPEG).
-
-Unreadable files (corrupt, truncated, zero-byte, not an image) are found when the pool is scanned,
-left out and listed with their reason in :attr:`ImageFolderPool.report`. Scanning decodes every
-file in full by default (``verify="decode"``); ``verify="header"`` only reads the header, which is
-faster but lets truncated files through to loading. A file that fails when loaded (changed after
-the scan, or let through by ``verify="header"``) gives ``None``; :func:`collate_skip_none` drops it
-and :class:`SkipNoneDataLoader` never yields a batch left empty, so it never reaches a model.
+``docs/datasets.md`` (Unlabeled image pools) says what a pool reads and reports. Ids are the POSIX
+path of a file relative to ``root``, extension included (``street/0001.jpg``), served in sorted
+order. Images are read by :func:`segmend.datamodules.image_io.read_image`, as people see them.
+Unreadable files are left out by the scan (:mod:`segmend.datamodules.pool_scan`); a file that fails
+later, when loaded, gives ``None``, which :mod:`segmend.datamodules.pool_batches` drops.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
-import cv2
 from torch.utils.data import DataLoader, Dataset
 
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.errors import DataFormatError, missing_data_error
 from segmend.datamodules.image_io import IMAGE_EXTENSIONS, read_image
-from segmend.datamodules.label_files import IGNORE_INDEX
 from segmend.datamodules.pool_batches import SkipNoneDataLoader, collate_skip_none
 from segmend.datamodules.pool_scan import (
     NUM_EXAMPLES,
@@ -57,7 +33,7 @@ from segmend.datamodules.pool_scan import (
     describe_files_by_extension,
 )
 from segmend.datamodules.seeding import loader_generator
-from segmend.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_sample
+from segmend.datamodules.transforms import eval_transform, to_sample
 
 SECTION = "Unlabeled image pools"
 SIZE_MULTIPLE = 32
@@ -204,36 +180,6 @@ class ImageFolderPool(Dataset):
         return path
 
 
-def pool_transform(image_size: int | None) -> A.Compose:
-    """Eval transform of pool images.
-
-    Args:
-        image_size: Resize each image so its longer side is ``image_size`` (keeping its aspect
-            ratio), then pad bottom/right to a square whose side is ``image_size`` rounded up to a
-            multiple of 32, so batches stack. ``None`` keeps each image's size (padded to a
-            multiple of 32).
-
-    """
-    if image_size is None:
-        return eval_transform(SIZE_MULTIPLE)
-    side = math.ceil(image_size / SIZE_MULTIPLE) * SIZE_MULTIPLE
-    return A.Compose(
-        [
-            A.LongestMaxSize(max_size=image_size, interpolation=cv2.INTER_LINEAR),
-            A.PadIfNeeded(
-                min_height=side,
-                min_width=side,
-                position="top_left",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=IGNORE_INDEX,
-            ),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        ],
-        additional_targets={"box_mask": "mask"},
-    )
-
-
 class ImageFolderPoolDataModule(SegmentationDataModule):
     """An unlabeled :class:`ImageFolderPool` served for ``predict`` (split ``"pool"``).
 
@@ -244,8 +190,8 @@ class ImageFolderPoolDataModule(SegmentationDataModule):
     Args:
         root: Folder of the pool (searched recursively).
         class_names: Names of the model's classes, background included (at least 2).
-        image_size: Longer side images are resized to, padded to a square (see
-            :func:`pool_transform`); ``None`` keeps sizes (batches are padded to the largest).
+        image_size: Longer side images are resized to, padded to a square of a multiple of 32;
+            ``None`` keeps sizes (batches are padded to the largest).
         batch_size: Prediction batch size.
         num_workers: DataLoader worker processes.
         verify: Scan check of :class:`ImageFolderPool`, ``"decode"`` or ``"header"``.
@@ -303,7 +249,7 @@ class ImageFolderPoolDataModule(SegmentationDataModule):
             )
         pool = ImageFolderPool(
             self.root,
-            transform=partial(to_sample, pool_transform(self.image_size)),
+            transform=partial(to_sample, eval_transform(SIZE_MULTIPLE, self.image_size)),
             extensions=self.extensions,
             verify=self.verify,
         )

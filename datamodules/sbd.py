@@ -18,16 +18,14 @@ SBD's train/val split is not VOC's: some SBD ids are VOC 2012 val images. ``trai
 ships SBD's masks as ``SegmentationClassAug/<id>.png`` ('L' or 'P' PNGs of class indices) inside
 ``VOC2012``; its ids are the file stems.
 
-Precedence in ``train_aug`` (:class:`VOCAugDataset`): images from VOC ``JPEGImages``; the VOC
-``SegmentationClass`` mask when the id has one (it has the 255 band), else the SBD / PNG mask;
-boxes from VOC ``Annotations/<id>.xml`` when it exists, else from SBD ``inst/<id>.mat``.
+Which file each ``train_aug`` sample comes from is described in :class:`VOCAugDataset`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -246,9 +244,8 @@ class SBDDataset(VOCSegmentationDataset):
         split: ``train`` or ``val`` (SBD's own lists; not VOC's split).
         class_names: Class names by index (the 21 VOC classes).
         transform: Callable ``(image, mask, box_mask, id) -> sample`` (see ``transforms.to_sample``).
-        with_masks: Read masks; ``False`` gives image-only samples.
-        with_boxes: Add the box mask of the instances of ``inst/<id>.mat``.
-        ids: Sample ids to serve instead of the ``split`` list.
+        **reader_kwargs: ``with_masks``, ``with_boxes`` (the instances of ``inst/<id>.mat``) and ``ids``
+            of :class:`~segmend.datamodules.voc_reader.VOCSegmentationDataset`.
 
     """
 
@@ -260,20 +257,9 @@ class SBDDataset(VOCSegmentationDataset):
         split: str = "train",
         class_names: Sequence[str] = VOC_CLASSES,
         transform: SampleTransform | None = None,
-        with_masks: bool = True,
-        with_boxes: bool = False,
-        ids: Sequence[str] | None = None,
+        **reader_kwargs: Any,
     ) -> None:
-        super().__init__(
-            root,
-            split,
-            class_names,
-            transform,
-            mask_dir="cls",
-            with_masks=with_masks,
-            with_boxes=with_boxes,
-            ids=ids,
-        )
+        super().__init__(root, split, class_names, transform, mask_dir="cls", **reader_kwargs)
 
     def read_ids(self, split: str) -> list[str]:  # noqa: D102
         return read_sbd_ids(self.root, split, argument="root")
@@ -300,8 +286,7 @@ class SBDDataset(VOCSegmentationDataset):
         path = self.inst_path(sample_id)
         if not path.is_file():
             raise DataFormatError(f"Image {self.image_path(sample_id)} has no instance annotation: expected {path}.")
-        instances, categories = read_sbd_instances(path)
-        return instance_boxes(instances, categories, self.num_classes, path, image_shape)
+        return instance_boxes(*read_sbd_instances(path), self.num_classes, path, image_shape)
 
 
 class VOCAugDataset(VOCSegmentationDataset):
@@ -318,17 +303,15 @@ class VOCAugDataset(VOCSegmentationDataset):
 
     Args:
         root: The ``VOC2012`` folder.
-        split: A name for the ids (e.g. ``train_aug``).
+        split: A name for the ids (e.g. ``train_aug``); with ``ids`` unset, the VOC list read.
         class_names: Class names by index (the 21 VOC classes).
         transform: Callable ``(image, mask, box_mask, id) -> sample``.
-        ids: Sample ids (e.g. from :func:`train_aug_ids`); ``None`` reads the VOC list ``split``.
         aug_source: ``"sbd"`` or ``"png"``.
         sbd_root: SBD's ``benchmark_RELEASE/dataset`` folder (required for ``aug_source="sbd"``).
         aug_dir: Folder of ``root`` with the pre-converted PNG masks (``aug_source="png"``).
-        mask_dir: Folder of VOC's label PNGs.
-        with_masks: Read masks; ``False`` gives image+boxes (weak) samples and never opens a mask.
-        with_boxes: Add the box mask.
-        keep_difficult: Keep XML boxes flagged difficult.
+        **reader_kwargs: ``ids`` (e.g. from :func:`train_aug_ids`), ``mask_dir``, ``with_masks`` (``False``
+            never opens a mask), ``with_boxes`` and ``keep_difficult`` of
+            :class:`~segmend.datamodules.voc_reader.VOCSegmentationDataset`.
 
     Raises:
         ValueError: For ``aug_source="sbd"`` without ``sbd_root`` or an unknown source.
@@ -341,33 +324,17 @@ class VOCAugDataset(VOCSegmentationDataset):
         split: str,
         class_names: Sequence[str],
         transform: SampleTransform | None,
-        ids: Sequence[str] | None = None,
         aug_source: AugSource = "sbd",
         sbd_root: str | Path | None = None,
         aug_dir: str = "SegmentationClassAug",
-        mask_dir: str = "SegmentationClass",
-        with_masks: bool = True,
-        with_boxes: bool = False,
-        keep_difficult: bool = True,
+        **reader_kwargs: Any,
     ) -> None:
         check_aug_source(aug_source, sbd_root)
         self.aug_source = aug_source
         self.sbd_root = Path(sbd_root) if sbd_root is not None else None
         self.aug_dir = aug_dir
-        self.aug_folder = (
-            self.sbd_root / "cls" if self.sbd_root is not None and aug_source == "sbd" else Path(root) / aug_dir
-        )
-        super().__init__(
-            root,
-            split,
-            class_names,
-            transform,
-            mask_dir=mask_dir,
-            with_masks=with_masks,
-            with_boxes=with_boxes,
-            keep_difficult=keep_difficult,
-            ids=ids,
-        )
+        self.aug_folder = Path(sbd_root) / "cls" if aug_source == "sbd" else Path(root) / aug_dir  # sbd_root checked
+        super().__init__(root, split, class_names, transform, **reader_kwargs)
 
     def check_mask_folders(self) -> None:  # noqa: D102
         super().check_mask_folders()
@@ -413,7 +380,5 @@ class VOCAugDataset(VOCSegmentationDataset):
                 f"Image {self.image_path(sample_id)} has no box annotation: expected "
                 f"{self.annotation_path(sample_id)}{alternative}."
             )
-        if image_shape is None:
-            image_shape = read_image_size(self.image_path(sample_id))
-        instances, categories = read_sbd_instances(inst)
-        return instance_boxes(instances, categories, self.num_classes, inst, image_shape)
+        image_shape = image_shape or read_image_size(self.image_path(sample_id))
+        return instance_boxes(*read_sbd_instances(inst), self.num_classes, inst, image_shape)

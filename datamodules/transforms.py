@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import albumentations as A
@@ -138,24 +139,22 @@ def train_transform(
     return A.Compose(steps, additional_targets={"box_mask": "mask"})
 
 
-def eval_transform(size_multiple: int = 32) -> A.Compose:
-    """Normalise and pad (bottom/right, ignore label) to a multiple of ``size_multiple``."""
-    return A.Compose(
-        [
-            A.PadIfNeeded(
-                min_height=None,
-                min_width=None,
-                pad_height_divisor=size_multiple,
-                pad_width_divisor=size_multiple,
-                position="top_left",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=IGNORE_INDEX,
-            ),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        ],
-        additional_targets={"box_mask": "mask"},
-    )
+def eval_transform(size_multiple: int = 32, longest_side: int | None = None) -> A.Compose:
+    """Normalise and pad (bottom/right, ignore label) to a multiple of ``size_multiple``.
+
+    Args:
+        size_multiple: Padded sides are multiples of it.
+        longest_side: Resize each image first so its longer side is this (aspect kept), and pad it
+            to a square of that side rounded up to ``size_multiple``, so images of any size stack.
+
+    """
+    resize = [] if longest_side is None else [A.LongestMaxSize(max_size=longest_side, interpolation=cv2.INTER_LINEAR)]
+    side = None if longest_side is None else math.ceil(longest_side / size_multiple) * size_multiple
+    divisor = None if longest_side is not None else size_multiple
+    pad = A.PadIfNeeded(min_height=side, min_width=side, pad_height_divisor=divisor, pad_width_divisor=divisor,
+                        position="top_left", border_mode=cv2.BORDER_CONSTANT, fill_mask=IGNORE_INDEX)  # fmt: skip
+    normalise = A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return A.Compose([*resize, pad, normalise], additional_targets={"box_mask": "mask"})
 
 
 def to_sample(

@@ -25,15 +25,9 @@ class VOCDataModule(SegmentationDataModule):
     """PASCAL VOC 2012 segmentation (21 classes) from ``VOCdevkit/VOC2012``, optionally with SBD (``train_aug``).
 
     Splits are the lists of ``ImageSets/Segmentation`` (``train``, ``val``, ``trainval``) or
-    ``train_aug``: SBD train ∪ SBD val ∪ VOC train, minus VOC val (10582 images). ``train_aug``
-    ids, images and precedence (see :class:`segmend.datamodules.sbd.VOCAugDataset`):
-
-    - images always come from VOC's ``JPEGImages`` (every SBD image is a VOC2011 image);
-    - the mask of an id is VOC's ``SegmentationClass/<id>.png`` when that file exists (it has
-      the 255 band around objects), otherwise the augmented mask: SBD's ``cls/<id>.mat``
-      (``aug_source: sbd``) or ``<root>/<aug_dir>/<id>.png`` (``aug_source: png``);
-    - boxes come from ``Annotations/<id>.xml`` when it exists, otherwise from SBD's
-      ``inst/<id>.mat`` (needs ``sbd_root``).
+    ``train_aug``: SBD train ∪ SBD val ∪ VOC train, minus VOC val (10582 images), images from VOC
+    and masks and boxes from VOC where it has them, else from SBD (see
+    :class:`segmend.datamodules.sbd.VOCAugDataset`).
 
     Args:
         root: The ``VOC2012`` folder (holding ``JPEGImages``, ``SegmentationClass``, ``ImageSets``).
@@ -108,63 +102,28 @@ class VOCDataModule(SegmentationDataModule):
 
         """
         splits = self.stage_splits(stage)
-        root = self.root
-        missing: list[MissingData] = []
-        if not root.is_dir():
-            missing.append(
-                MissingData(
-                    "root",
-                    root,
-                    root,
-                    "the VOC2012 folder (VOCdevkit/VOC2012 of VOCtrainval_11-May-2012.tar) holding "
-                    f"JPEGImages, {self.mask_dir} and ImageSets/Segmentation",
-                )
-            )
-        else:
-            mask_argument = "root" if self.mask_dir == "SegmentationClass" else "mask_dir"
-            needed = [
-                ("root", root / "JPEGImages", "a folder of <id>.jpg images"),
-                (mask_argument, root / self.mask_dir, "a folder of <id>.png label masks"),
-            ]
-            lists = {s for s in splits if s != TRAIN_AUG} | ({"train", "val"} if TRAIN_AUG in splits else set())
-            needed += [
-                ("root", root / "ImageSets/Segmentation" / f"{name}.txt", f"the list of ids of split '{name}'")
-                for name in sorted(lists)
-            ]
-            for argument, path, expected in needed:
-                if not path.exists():
-                    value = self.mask_dir if argument == "mask_dir" else root
-                    missing.append(MissingData(argument, value, path, expected))
-        if TRAIN_AUG in splits and self.aug_source == "sbd" and self.sbd_root is not None:
-            sbd = self.sbd_root
-            if not sbd.is_dir():
-                missing.append(
-                    MissingData(
-                        "sbd_root",
-                        sbd,
-                        sbd,
-                        "SBD's benchmark_RELEASE/dataset folder (from benchmark.tgz) holding cls, inst, "
-                        "train.txt and val.txt",
-                    )
-                )
-            else:
-                for path, expected in (
-                    (sbd / "cls", "SBD's class masks as <id>.mat (GTcls)"),
-                    (sbd / "train.txt", "SBD's list of 'train' ids"),
-                    (sbd / "val.txt", "SBD's list of 'val' ids"),
-                ):
-                    if not path.exists():
-                        missing.append(MissingData("sbd_root", sbd, path, expected))
-        elif TRAIN_AUG in splits and self.aug_source == "png" and root.is_dir() and not (root / self.aug_dir).is_dir():
-            missing.append(
-                MissingData(
-                    "aug_dir",
-                    self.aug_dir,
-                    root / self.aug_dir,
-                    "the pre-converted SBD masks as <id>.png (SegmentationClassAug) inside root",
-                )
-            )
-        return missing
+        root, sbd = self.root, self.sbd_root
+        lists = {s for s in splits if s != TRAIN_AUG} | ({"train", "val"} if TRAIN_AUG in splits else set())
+        mask_argument = ("root", root) if self.mask_dir == "SegmentationClass" else ("mask_dir", self.mask_dir)
+        voc_folder = "VOCdevkit/VOC2012 of VOCtrainval_11-May-2012.tar"
+        needed = [("root", root, root, f"the VOC2012 folder ({voc_folder}) holding JPEGImages, {self.mask_dir} and "
+                   "ImageSets/Segmentation")]  # fmt: skip
+        if root.is_dir():  # what is inside a folder is looked for only when the folder is there
+            needed += [("root", root, root / "JPEGImages", "a folder of <id>.jpg images"),
+                       (*mask_argument, root / self.mask_dir, "a folder of <id>.png label masks")]  # fmt: skip
+            needed += [("root", root, root / "ImageSets/Segmentation" / f"{name}.txt",
+                        f"the list of ids of split '{name}'") for name in sorted(lists)]  # fmt: skip
+            if TRAIN_AUG in splits and self.aug_source == "png":
+                expected = "the pre-converted SBD masks as <id>.png (SegmentationClassAug) inside root"
+                needed.append(("aug_dir", self.aug_dir, root / self.aug_dir, expected))
+        if TRAIN_AUG in splits and self.aug_source == "sbd" and sbd is not None:
+            needed.append(("sbd_root", sbd, sbd, "SBD's benchmark_RELEASE/dataset folder (from benchmark.tgz) "
+                           "holding cls, inst, train.txt and val.txt"))  # fmt: skip
+            if sbd.is_dir():
+                needed += [("sbd_root", sbd, sbd / "cls", "SBD's class masks as <id>.mat (GTcls)"),
+                           ("sbd_root", sbd, sbd / "train.txt", "SBD's list of 'train' ids"),
+                           ("sbd_root", sbd, sbd / "val.txt", "SBD's list of 'val' ids")]  # fmt: skip
+        return [MissingData(*item) for item in needed if not item[2].exists()]
 
     def check_data(self, stage: str | None = None) -> None:
         """Raise one error naming every argument whose data is missing (see :meth:`missing_data`).
