@@ -8,9 +8,7 @@ root/
   annotations/validation/ADE_val_00000001.png
 ```
 
-The 150 classes are stored as 1..150 and 0 marks "other" (pixels of no benchmark class). segmend
-applies ``reduce_zero_label`` exactly once, in :func:`reduce_zero_label`, when a mask is read:
-0 -> 255 (ignore), v -> v - 1, so class indices are 0..149 and 255 stays 255.
+The 150 classes are stored as 1..150 and 0 marks "other"; :func:`reduce_zero_label` maps them once.
 """
 
 from __future__ import annotations

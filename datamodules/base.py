@@ -1,19 +1,25 @@
-"""Shared DataModule plumbing: augmentation settings, datasets per stage, loaders."""
+"""Shared DataModule plumbing: augmentation settings, datasets per stage, loaders, mixed batches.
+
+A mixed training batch holds samples of two datasets, each from its own loader, cycled together by
+Lightning and concatenated before the module sees them: self-correction's F + W batches
+(:mod:`segmend.datamodules.full_weak`) and labelled images added to a training set, such as MAD's
+counterexamples (:meth:`SegmentationDataModule.add_labelled`).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from segmend.datamodules.extra_labels import LabelledFile, LabelledFilesDataset
 from segmend.datamodules.label_files import IGNORE_INDEX
-from segmend.datamodules.mixed_batches import batch_split, merge_batches
 from segmend.datamodules.seeding import (
     EpochShuffleSampler,
     LazyStartDataLoader,
@@ -247,12 +253,9 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
         return self.mixed_loaders({"train": (train, own), EXTRA: (extra, part)})
 
     def mixed_loaders(self, parts: Mapping[str, tuple[Dataset, int]]) -> dict[str, DataLoader]:
-        """Training loaders of a mixed batch, cycled together by Lightning and merged in this order.
+        """Training loaders of a mixed batch, ``name -> (dataset, samples per batch)``, merged in this order.
 
-        Args:
-            parts: ``name -> (dataset, samples per batch)``; each loader draws its order and
-                augmentation from the seeded stream ``name``.
-
+        Lightning cycles them together; each draws its order and augmentation from the seeded stream ``name``.
         """
         self.mixed_parts = tuple(parts)
         return {name: self._loader(dataset, size, shuffle=True, stream=name) for name, (dataset, size) in parts.items()}
@@ -283,3 +286,58 @@ class SegmentationDataModule(LoggedHyperparameters, LightningDataModule, ABC):
 def dataset_key(split: str, train: bool) -> str:
     """The key of a built dataset in :attr:`SegmentationDataModule.datasets`."""
     return f"{split}:{'train' if train else 'eval'}"
+
+
+def batch_split(
+    batch_size: int,
+    num_rest: int,
+    num_part: int,
+    per_batch: int | None,
+    name: str = "per_batch",
+    what: str = "extra labelled images",
+) -> tuple[int, int]:
+    """Numbers of samples of the rest and of a part in a mixed batch.
+
+    Args:
+        batch_size: The training batch size (at least 2).
+        num_rest: Size of the dataset filling the rest of each batch.
+        num_part: Size of the part with a share of each batch.
+        per_batch: Samples of the part per batch; ``None`` gives it its share of the union, rounded,
+            at least 1 and at most ``batch_size - 1``.
+        name: The argument holding ``per_batch``, named in errors.
+        what: What the part is, for errors.
+
+    Returns:
+        ``(rest, part)`` samples per batch, summing to ``batch_size``.
+
+    Raises:
+        ValueError: If the batch cannot hold both kinds, or ``per_batch`` leaves no room for one.
+
+    """
+    if batch_size < 2:
+        raise ValueError(f"Mixing {what} into every batch needs batch_size >= 2 (one sample of each kind at least).")
+    if per_batch is not None and not 1 <= per_batch <= batch_size - 1:
+        raise ValueError(
+            f"{name}={per_batch} must be in [1, batch_size - 1] = [1, {batch_size - 1}] so every batch holds both "
+            "kinds; use null for a share proportional to the set sizes."
+        )
+    part = per_batch if per_batch is not None else round(batch_size * num_part / (num_rest + num_part))
+    part = min(max(part, 1), batch_size - 1)
+    return batch_size - part, part
+
+
+def merge_batches(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate batches of the batch contract along the batch dimension (tensors and id lists).
+
+    Raises:
+        ValueError: If the batches do not have the same keys (e.g. one lacks ``boxes``).
+
+    """
+    keys = set(parts[0])
+    if any(set(part) != keys for part in parts):
+        raise ValueError(f"Cannot merge batches with different keys: {[sorted(part) for part in parts]}.")
+    merged: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [part[key] for part in parts]
+        merged[key] = torch.cat(values) if isinstance(values[0], torch.Tensor) else sum(map(list, values), [])
+    return merged

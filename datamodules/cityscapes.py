@@ -17,15 +17,12 @@ no instance ids; their objects are only in ``polygons.json``.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 from torch.utils.data import Dataset
 
 from segmend.datamodules.base import SegmentationDataModule
@@ -39,21 +36,33 @@ from segmend.datamodules.cityscapes_format import (
     cityscapes_palette,
     label_lut,
     read_id_png,
+    read_polygon_boxes,
 )
 from segmend.datamodules.errors import DataFormatError, missing_data_error
 from segmend.datamodules.image_io import read_image_size
 from segmend.datamodules.label_files import IGNORE_INDEX, check_label_size
 from segmend.datamodules.reader import SampleTransform, SegmentationReader
-from segmend.datamodules.voc_format import BoxAnnotation
+from segmend.datamodules.voc_format import BoxAnnotation, region_boxes
 
 SECTION = "Cityscapes"
 Annotation = Literal["fine", "coarse"]
 
-# classes without instance ids whose boxes come from polygons.json
-POLYGON_BOX_LABELS = ("pole", "traffic light", "traffic sign")
 ANNOTATION_DIRS = {"fine": "gtFine", "coarse": "gtCoarse"}
 ANNOTATION_SPLITS = {"fine": ("train", "val", "test"), "coarse": ("train", "val", "train_extra")}
 IMAGE_SUFFIX = "_leftImg8bit.png"
+
+
+def check_choices(**arguments: str) -> None:
+    """Refuse a label mode (``classes``) or annotation (``annotation``, ``eval_annotation``) Cityscapes does not have.
+
+    Raises:
+        ValueError: Naming the argument, its value and the choices.
+
+    """
+    for key, value in arguments.items():
+        choices = tuple(CLASS_NAMES if key == "classes" else ANNOTATION_DIRS)
+        if value not in choices:
+            raise ValueError(f"{key} must be one of {choices}, got {value!r}.")
 
 
 class CityscapesDataset(SegmentationReader):
@@ -90,10 +99,7 @@ class CityscapesDataset(SegmentationReader):
         with_boxes: bool = False,
         ids: Sequence[str] | None = None,
     ) -> None:
-        if classes not in CLASS_NAMES:
-            raise ValueError(f"classes must be one of {tuple(CLASS_NAMES)}, got {classes!r}.")
-        if annotation not in ANNOTATION_DIRS:
-            raise ValueError(f"annotation must be one of {tuple(ANNOTATION_DIRS)}, got {annotation!r}.")
+        check_choices(classes=classes, annotation=annotation)
         self.root = Path(root)
         self.splits = (split,) if isinstance(split, str) else tuple(split)
         self.classes = classes
@@ -244,53 +250,14 @@ class CityscapesDataset(SegmentationReader):
                 f"{path} holds values {bad.tolist()[:10]}; Cityscapes instanceIds are labelId*1000+k for "
                 f"instances and plain labelIds 0..{NUM_LABEL_IDS - 1} elsewhere."
             )
-        boxes = []
-        slices = ndimage.find_objects(np.where(ids >= 1000, ids, 0))
-        for value, found in enumerate(slices, start=1):
-            if found is None or value < 1000:
-                continue
-            label = self._box_label(value // 1000)
-            if label is not None:
-                rows, cols = found
-                boxes.append(BoxAnnotation(label, cols.start, rows.start, cols.stop - 1, rows.stop - 1))
-        return boxes
+        found = region_boxes(np.where(ids >= 1000, ids, 0))  # instances only, in value order
+        labelled = [(self._box_label(value // 1000), *box) for value, box in found.items()]
+        return [BoxAnnotation(label, *box) for label, *box in labelled if label is not None]
 
     def _polygon_boxes(self, sample_id: str | int, image_shape: tuple[int, int]) -> list[BoxAnnotation]:
-        path = self.label_path(sample_id, "polygons.json")
-        try:
-            data = json.loads(path.read_text())
-            height, width = int(data["imgHeight"]), int(data["imgWidth"])
-            objects = data["objects"]
-        except FileNotFoundError as err:
-            raise DataFormatError(f"Cityscapes polygons file not found: {path}") from err
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DataFormatError(
-                f"Cannot read Cityscapes polygons {path}: {err!r}; expected JSON with imgHeight, imgWidth "
-                "and a list of objects {label, polygon}."
-            ) from err
-        if (height, width) != tuple(image_shape):
-            raise DataFormatError(
-                f"{path} describes a {width}x{height} (WxH) image but its image is {image_shape[1]}x{image_shape[0]}."
-            )
-        boxes = []
-        for number, obj in enumerate(objects):
-            if obj.get("deleted") or obj.get("label") not in POLYGON_BOX_LABELS:
-                continue
-            label = self._box_label(NAME_TO_LABEL[obj["label"]].id)
-            if label is None:
-                continue
-            try:
-                points = np.asarray(obj["polygon"], dtype=np.float64).reshape(-1, 2)
-            except (KeyError, ValueError, TypeError) as err:
-                raise DataFormatError(f"{path}: object {number} ({obj['label']}) has no valid polygon.") from err
-            if not len(points):
-                continue
-            xmin, ymin = (max(math.floor(v), 0) for v in points.min(axis=0))
-            xmax = min(math.ceil(points[:, 0].max()), width - 1)
-            ymax = min(math.ceil(points[:, 1].max()), height - 1)
-            if xmin <= xmax and ymin <= ymax:  # drop polygons entirely outside the image
-                boxes.append(BoxAnnotation(label, int(xmin), int(ymin), int(xmax), int(ymax)))
-        return boxes
+        found = read_polygon_boxes(self.label_path(sample_id, "polygons.json"), image_shape)
+        labelled = [(self._box_label(NAME_TO_LABEL[name].id), *box) for name, *box in found]
+        return [BoxAnnotation(label, *box) for label, *box in labelled if label is not None]
 
     def boxes(self, sample_id: str | int, image_shape: tuple[int, int] | None = None) -> list[BoxAnnotation]:
         """Object boxes of a sample in the current label mode, 0-based inclusive.
@@ -353,11 +320,7 @@ class CityscapesDataModule(SegmentationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if classes not in CLASS_NAMES:
-            raise ValueError(f"classes must be 'trainid19' or 'objects11', got {classes!r}.")
-        for key, value in (("annotation", annotation), ("eval_annotation", eval_annotation)):
-            if value not in ANNOTATION_DIRS:
-                raise ValueError(f"{key} must be 'fine' or 'coarse', got {value!r}.")
+        check_choices(classes=classes, annotation=annotation, eval_annotation=eval_annotation)
         if use_train_extra and annotation != "coarse":
             raise ValueError(
                 "use_train_extra adds the train_extra images, which have only coarse labels (gtCoarse); "

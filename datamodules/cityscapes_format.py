@@ -7,15 +7,20 @@ id -1 and are never drawn (255 in an 8-bit file). ``instanceIds`` are 16-bit PNG
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from segmend.datamodules.errors import DataFormatError
 from segmend.datamodules.label_files import IGNORE_INDEX, label_values, read_label_png
 
 LabelMode = Literal["trainid19", "objects11"]
+#: Classes without instance ids, whose boxes come from ``polygons.json``.
+POLYGON_BOX_LABELS = ("pole", "traffic light", "traffic sign")
 #: Modes of id PNGs: 8-bit labelIds, 16-bit instanceIds (opened as 'I;16*' or 'I' by Pillow).
 ID_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
 COLOUR_ADVICE = (
@@ -147,11 +152,7 @@ def ids_from_image(img: Image.Image, path: Path) -> np.ndarray:
 
 
 def read_id_png(path: Path, what: str) -> np.ndarray:
-    """Read a ``labelIds`` or ``instanceIds`` PNG (see :func:`ids_from_image`).
-
-    Args:
-        path: The PNG file.
-        what: Its kind, for error messages (e.g. ``"labelIds"``).
+    """Read a ``labelIds`` or ``instanceIds`` PNG (``what``, for messages) as :func:`ids_from_image` does.
 
     Raises:
         DataFormatError: If the file is missing, unreadable or of a wrong mode.
@@ -159,3 +160,47 @@ def read_id_png(path: Path, what: str) -> np.ndarray:
     """
     array = read_label_png(path, f"Cityscapes {what}", COLOUR_ADVICE, ID_MODES, decode_advice=REEXTRACT)
     return array if array.dtype == np.uint8 else array.astype(np.int32)
+
+
+def read_polygon_boxes(path: Path, image_shape: tuple[int, int]) -> list[tuple[str, int, int, int, int]]:
+    """Boxes of the :data:`POLYGON_BOX_LABELS` objects of a ``polygons.json``: ``(label, xmin, ymin, xmax, ymax)``.
+
+    Each box is its polygon's bounding box clipped to the image, 0-based inclusive; deleted objects
+    and polygons entirely outside the image give none.
+
+    Raises:
+        DataFormatError: If the file is missing or not such JSON, describes an image of another
+            size, or an object has no valid polygon.
+
+    """
+    try:
+        data = json.loads(path.read_text())
+        height, width = int(data["imgHeight"]), int(data["imgWidth"])
+        objects = data["objects"]
+    except FileNotFoundError as err:
+        raise DataFormatError(f"Cityscapes polygons file not found: {path}") from err
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataFormatError(
+            f"Cannot read Cityscapes polygons {path}: {err!r}; expected JSON with imgHeight, imgWidth "
+            "and a list of objects {label, polygon}."
+        ) from err
+    if (height, width) != tuple(image_shape):
+        raise DataFormatError(
+            f"{path} describes a {width}x{height} (WxH) image but its image is {image_shape[1]}x{image_shape[0]}."
+        )
+    boxes = []
+    for number, obj in enumerate(objects):
+        if obj.get("deleted") or obj.get("label") not in POLYGON_BOX_LABELS:
+            continue
+        try:
+            points = np.asarray(obj["polygon"], dtype=np.float64).reshape(-1, 2)
+        except (KeyError, ValueError, TypeError) as err:
+            raise DataFormatError(f"{path}: object {number} ({obj['label']}) has no valid polygon.") from err
+        if not len(points):
+            continue
+        xmin, ymin = (max(math.floor(v), 0) for v in points.min(axis=0))
+        xmax = min(math.ceil(points[:, 0].max()), width - 1)
+        ymax = min(math.ceil(points[:, 1].max()), height - 1)
+        if xmin <= xmax and ymin <= ymax:  # drop polygons entirely outside the image
+            boxes.append((obj["label"], int(xmin), int(ymin), int(xmax), int(ymax)))
+    return boxes

@@ -1,11 +1,9 @@
 """The one error type for data problems, and the messages that point at the data to fix.
 
-Every reader raises :class:`DataFormatError` (a ``ValueError``) when a dataset file or folder is
-missing, unreadable or does not hold what the format says; its message names the file, what was
-expected and what was found. A dataset path that holds nothing at all raises its subclass
-:class:`DatasetNotFoundError`, which is also a ``FileNotFoundError``, so code that catches either
-the data error or the missing file sees it. Wrong arguments (an unknown split name, a negative
-size) stay plain ``ValueError``: they are not data problems.
+Readers raise :class:`DataFormatError` (a ``ValueError``) for a file or folder that is missing,
+unreadable or not what its format says, naming the file, what was expected and what was found. A
+path that holds no dataset at all raises its subclass :class:`DatasetNotFoundError`, also a
+``FileNotFoundError``. Wrong arguments (an unknown split name) stay plain ``ValueError``.
 """
 
 from __future__ import annotations

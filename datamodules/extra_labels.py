@@ -1,9 +1,7 @@
-"""Extra labelled images joining a DataModule's training data (MAD's counterexamples S).
+"""Labelled images given file by file, joining a DataModule's training data (MAD's counterexamples S).
 
-:meth:`SegmentationDataModule.add_labelled <segmend.datamodules.base.SegmentationDataModule.add_labelled>`
-takes ``id -> (image file, label file)``; the training loader then mixes them with the original
-training data in every batch (a loader of each, cycled together, merged before the batch moves
-to the device). Label files are palette or greyscale PNGs of class indices, 255 = ignore.
+See :meth:`SegmentationDataModule.add_labelled <segmend.datamodules.base.SegmentationDataModule.add_labelled>`;
+label files are palette or greyscale PNGs of class indices, 255 = ignore.
 """
 
 from __future__ import annotations

@@ -1,30 +1,12 @@
-"""The semi-supervised split of self-correcting networks: a fully supervised set F and a weak set W.
-
-The split and the training sets it gives any DataModule are here; the DataModules of each dataset
-are in :mod:`segmend.datamodules.semisup`.
+"""The semi-supervised split of self-correcting networks, for any DataModule: F, W and half of F.
 
 F (image + mask + boxes) is a seeded subset of ``num_full`` ids drawn from a candidate pool (for
-VOC: the 1464 VOC train images; the paper uses 200/400/800/1464), W (image + boxes, masks never
-read) is the rest of the training set (for VOC: train_aug minus F), and "half of F", on which the
-ancillary model is trained first, is a seeded subset of ⌊|F|/2⌋ ids of F. The same function serves
-Cityscapes (e.g. 914 of the 2975 train images) and the synthetic scenes.
-
-The DataModules here serve one of four training sets, switched with ``use_train_set`` between the
-stages of a self-correction run:
-
-- ``half_full``: half of F (stage 1, the ancillary model);
-- ``full``: F (stage 2, primary + convolutional self-correction; also the "F only" baseline);
-- ``full+weak``: every batch holds ``full_per_batch`` F samples and the rest W samples (main stage);
-- ``full+weak_masks``: the same mixing with W read *with* its masks: the fully supervised upper
-  bound, the only set that ever opens a W mask file.
-
-The mixed sets are a dict of two loaders, ``{"full": ..., "weak": ...}``, which Lightning cycles
-together (``max_size_cycle``: an epoch is one pass over the longer loader, usually W) and, under
-DDP, shards each with its own distributed sampler; ``on_before_batch_transfer`` concatenates the
-two halves into one batch of segmend's batch contract before the module sees it (see
-:meth:`segmend.datamodules.base.SegmentationDataModule.mixed_loaders`). Each loader draws its order
-and augmentation from its own seeded stream (``full`` / ``weak``), and the shorter one gets a new
-order in each pass within an epoch (:mod:`segmend.datamodules.seeding`).
+VOC: the 1464 VOC train images), W (image + boxes, masks never read) is the rest of the training
+set, and half of F, on which the ancillary model trains first, a seeded subset of ⌊|F|/2⌋ ids of F.
+:class:`SemiSupervisedMixin` serves one of four training sets (``half_full``, ``full``,
+``full+weak``, ``full+weak_masks``; see ``docs/datasets.md``, Semi-supervised DataModules), the
+mixed ones as an F and a W loader cycled together, each with its own seeded stream. The DataModules
+of each dataset are in :mod:`segmend.datamodules.semisup`.
 """
 
 from __future__ import annotations
@@ -35,7 +17,7 @@ from typing import Literal, NamedTuple, get_args
 import numpy as np
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from segmend.datamodules.mixed_batches import batch_split
+from segmend.datamodules.base import batch_split
 
 TrainSet = Literal["full+weak", "full", "half_full", "full+weak_masks"]
 MIXED_SETS = ("full+weak", "full+weak_masks")

@@ -1,41 +1,12 @@
 """The one reader of input images: every photo segmend reads is read as people see it.
 
 Every input image (image pools, the VOC/SBD, Cityscapes, ADE20K and synthetic readers) goes
-through :func:`read_image`, which returns ``(H, W, 3)`` uint8 RGB after these steps:
-
-1. **Orientation.** The EXIF ``Orientation`` tag (also the XMP and TIFF forms Pillow reads) is
-   applied, with the table of :func:`PIL.ImageOps.exif_transpose`: a phone photo taken upright
-   and stored sideways with orientation 6 is returned upright, as a browser, the rating page and
-   an image viewer show it. Sizes (``image_size`` of a batch, written predictions, overlays) are
-   therefore the oriented sizes. An EXIF block that cannot be parsed is ignored (as browsers do),
-   with a warning, and the raw pixels are used.
-2. **Bit depth.** 16-bit greyscale (``I;16*``) and 32-bit integer (``I``) images are scaled to
-   8 bits by their declared bit depth, ``round(v * 255 / (2**bits - 1))`` (16 for PNG and
-   ``I;16*``, ``BitsPerSample`` for TIFF), never by the image's own maximum (which would stretch
-   each image's contrast differently) and never clipped (Pillow's ``convert("L")`` clips: a
-   mid-grey 16-bit PNG reads almost white). 16-bit RGB(A) files are decoded by Pillow to 8 bits
-   per channel by their high byte, which is the same scaling to within one level. 32-bit float
-   (``F``) images have no defined white level and are refused with a clear error.
-3. **Alpha.** Transparent pixels are composited over :data:`ALPHA_BACKGROUND`, white, by default:
-   what a browser shows on a white page, the rating page's background and what most viewers show.
-   Dropping alpha instead would expose whatever colour the editor left under transparent pixels
-   (often black or garbage). This covers ``RGBA``, ``LA``, ``PA``, premultiplied modes, and
-   palette, greyscale or RGB images with a ``tRNS`` transparency entry. An opaque alpha channel
-   leaves the pixels unchanged.
-4. **Colour.** Palette, 1-bit, greyscale, CMYK and YCbCr images are converted to RGB by Pillow.
-   Embedded ICC profiles are not applied (pixels are taken as sRGB).
-
-Multi-frame files (animated GIF/WebP, multi-page TIFF) give their first frame.
-
-**Label masks never go through this reader**: palette/index PNGs are read by
-:func:`segmend.datamodules.voc_format.read_index_mask`, which neither rotates nor converts them
-(class indices must stay indices). The datasets' masks (VOC, SBD, Cityscapes, ADE20K) carry no
-EXIF and their images carry no orientation tag, so images and masks align as shipped. A label
-drawn in a tool that shows images upright (browsers, CVAT) matches the oriented image, which is
-what this reader returns. A label made for the raw, unrotated pixels of an image with an
-orientation tag does not: when such a label has the raw (swapped) size, the dataset readers say
-so in their error (:func:`check_label_orientation`); a 180-degree orientation (3) keeps the size
-and cannot be detected that way.
+through :func:`read_image`, which returns ``(H, W, 3)`` uint8 RGB with the EXIF orientation
+applied, 16-bit images scaled to 8 bits by their declared depth (never clipped), transparency
+composited over :data:`ALPHA_BACKGROUND` and other colour modes converted; ``docs/datasets.md``
+(How images are read) gives each rule and its reason. Label masks never go through this reader:
+their values are class indices (:mod:`segmend.datamodules.label_files`). A label made for the raw,
+unrotated pixels of an oriented image is refused by :func:`check_label_orientation`.
 """
 
 from __future__ import annotations
@@ -67,13 +38,14 @@ ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
 #: Orientations that swap width and height.
 SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
-_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".avif")
+#: Extensions of the photo formats Pillow can read when built with them.
+PILLOW_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".avif")
 
 
 def _readable_extensions() -> tuple[str, ...]:
     Image.init()
     registered = Image.registered_extensions()
-    return tuple(ext for ext in _PHOTO_EXTENSIONS if registered.get(ext) in Image.OPEN)
+    return tuple(ext for ext in PILLOW_PHOTO_EXTENSIONS if registered.get(ext) in Image.OPEN)
 
 
 #: Extensions of the photo formats this installation of Pillow reads (JPEG, PNG, TIFF, BMP, WebP,

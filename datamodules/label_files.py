@@ -21,9 +21,6 @@ from segmend.datamodules.image_io import check_label_orientation
 IGNORE_INDEX = 255
 #: Pillow modes of single-channel PNGs whose values are indices: palette, 8-bit and 16/32-bit greyscale.
 INDEX_MODES = ("P", "L", "I;16", "I")
-COLOUR_MODES = ("RGB", "RGBA")
-
-
 DEFAULT_COLOUR_ADVICE = (
     "expected a palette ('P') or greyscale ('L') PNG whose pixel values are class indices. It was probably "
     "converted to colours; use the original PNG from the dataset archive."
@@ -51,7 +48,7 @@ def label_values(
 
     """
     name = what[:1].upper() + what[1:]  # at the start of a sentence
-    if img.mode in COLOUR_MODES:
+    if img.mode in ("RGB", "RGBA"):  # a colour file holds no indices
         raise DataFormatError(f"{name} {path} is an {img.mode} image; {colour_advice}")
     if img.mode not in modes:
         raise DataFormatError(f"{name} {path} has mode {img.mode}; expected one of {', '.join(map(repr, modes))}.")
@@ -114,14 +111,9 @@ def check_mask(
     num_classes: int,
     image_path: Path | None = None,
 ) -> np.ndarray:
-    """Check a mask of class indices against its image and the classes.
+    """Check a mask of class indices read from ``path`` against its image's (H, W) and the classes.
 
-    Args:
-        mask: The mask as read (class indices).
-        path: The file it came from, named in errors.
-        image_shape: (H, W) of its image.
-        num_classes: Number of classes; valid values are ``0..num_classes-1`` and 255 (ignore).
-        image_path: Its image (see :func:`check_label_size`).
+    Valid values are ``0..num_classes-1`` and 255 (ignore); ``image_path`` is as in :func:`check_label_size`.
 
     Returns:
         The mask as (H, W) uint8.

@@ -4,7 +4,7 @@
 path of a file relative to ``root``, extension included (``street/0001.jpg``), served in sorted
 order. Images are read by :func:`segmend.datamodules.image_io.read_image`, as people see them.
 Unreadable files are left out by the scan (:mod:`segmend.datamodules.pool_scan`); a file that fails
-later, when loaded, gives ``None``, which :mod:`segmend.datamodules.pool_batches` drops.
+later, when loaded, gives ``None``, which :func:`collate_skip_none` drops.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.errors import DataFormatError, missing_data_error
+from segmend.datamodules.label_files import IGNORE_INDEX
 from segmend.datamodules.image_io import IMAGE_EXTENSIONS, read_image
-from segmend.datamodules.pool_batches import SkipNoneDataLoader, collate_skip_none
 from segmend.datamodules.pool_scan import (
     NUM_EXAMPLES,
     PHOTO_EXTENSIONS,
@@ -33,13 +34,56 @@ from segmend.datamodules.pool_scan import (
     describe_files_by_extension,
 )
 from segmend.datamodules.seeding import loader_generator
-from segmend.datamodules.transforms import eval_transform, to_sample
+from segmend.datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, to_sample
 
 SECTION = "Unlabeled image pools"
 SIZE_MULTIPLE = 32
 LOAD_FAILURE = "failed when loaded after passing the scan"
 
 log = logging.getLogger(__name__)
+
+
+def collate_skip_none(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Collate samples of the batch contract, dropping the ``None`` of images that failed to load.
+
+    Samples of different sizes are padded at the bottom/right to the largest (images with the
+    normalised value of black, as the eval transform pads; masks with 255; boxes with 0).
+
+    Args:
+        samples: Samples from :class:`ImageFolderPool` (or any reader), ``None`` for failures.
+
+    Returns:
+        The batch, or ``None`` when every sample failed (:class:`SkipNoneDataLoader` skips it).
+
+    """
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        return None
+    height = max(s["image"].shape[-2] for s in kept)
+    width = max(s["image"].shape[-1] for s in kept)
+    if any(s["image"].shape[-2:] != (height, width) for s in kept):
+        kept = [_pad_sample(s, height, width) for s in kept]
+    return default_collate(kept)
+
+
+def _pad_sample(sample: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    pad = (0, width - sample["image"].shape[-1], 0, height - sample["image"].shape[-2])
+    black = [(0.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    image = torch.stack([torch.nn.functional.pad(c, pad, value=v) for c, v in zip(sample["image"], black, strict=True)])
+    out = {**sample, "image": image, "mask": torch.nn.functional.pad(sample["mask"], pad, value=IGNORE_INDEX)}
+    if "boxes" in sample:
+        out["boxes"] = torch.nn.functional.pad(sample["boxes"], pad, value=0.0)
+    return out
+
+
+class SkipNoneDataLoader(DataLoader):
+    """A DataLoader that never yields ``None``: batches whose every sample failed are skipped.
+
+    Use it with :func:`collate_skip_none`. ``len()`` still counts every batch, skipped or not.
+    """
+
+    def __iter__(self):  # noqa: ANN204, D105
+        return (batch for batch in super().__iter__() if batch is not None)
 
 
 class ImageFolderPool(Dataset):

@@ -6,14 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from segmend.datamodules.image_io import ImageReadError, read_image, read_image_size
+from segmend.datamodules.image_io import PILLOW_PHOTO_EXTENSIONS, ImageReadError, read_image, read_image_size
 
 #: Extensions of image formats people have (some of which Pillow cannot read without a plugin,
 #: e.g. HEIC); files with them left out of a pool are pointed out in a warning besides the report.
-PHOTO_EXTENSIONS = frozenset(
-    {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".svg"}
-    | {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
-)
+RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"}
+PHOTO_EXTENSIONS = frozenset(PILLOW_PHOTO_EXTENSIONS) | {".heic", ".heif", ".jxl", ".svg"} | RAW_EXTENSIONS
 #: Example paths kept per extension in :attr:`PoolReport.other_files`.
 NUM_EXAMPLES = 3
 Verify = Literal["decode", "header"]
@@ -59,10 +57,6 @@ class PoolReport:
                 for ext, (count, examples) in self.other_files.items()
             ],
         }
-
-    def describe_other_files(self) -> str:
-        """The files left out by extension, e.g. ``"4 .heic (a.heic, b.heic, c.heic, ...), 1 .txt (notes.txt)"``."""
-        return describe_files_by_extension(self.other_files)
 
 
 def describe_files_by_extension(files: dict[str, tuple[int, list[str]]]) -> str:

@@ -1,10 +1,8 @@
-"""The base of segmend's dataset readers: what a new dataset writes, and the sample assembly it reuses.
+"""The base of segmend's dataset readers: a reader writes its paths, decoding and label mapping; the rest is here.
 
-A reader knows its dataset's paths, decoding and label mapping: it sets :attr:`~SegmentationReader.ids`
-and :attr:`~SegmentationReader.class_names` and implements :meth:`~SegmentationReader.image_path`,
-:meth:`~SegmentationReader.load_mask` and, for datasets with object boxes,
-:meth:`~SegmentationReader.boxes`. Reading the image as people see it, building the box mask
-and applying the transform into a sample of the batch contract are done here, once.
+Reading the image as people see it, building the box mask and applying the transform into a sample
+of the batch contract are done once, by :class:`SegmentationReader` (see ``docs/datasets.md``,
+Adding a dataset).
 """
 
 from __future__ import annotations
@@ -58,21 +56,10 @@ class SegmentationReader(Dataset, ABC):
 
     @abstractmethod
     def load_mask(self, sample_id: str, image_shape: tuple[int, int]) -> np.ndarray:
-        """The checked (H, W) uint8 class-index mask of ``sample_id`` (255 = ignore).
-
-        Raises:
-            DataFormatError: If the mask is missing, unreadable, of another size than its image or
-                holds values that are not labels.
-
-        """
+        """The checked (H, W) uint8 class-index mask of ``sample_id`` (255 = ignore), or a DataFormatError."""
 
     def boxes(self, sample_id: str, image_shape: tuple[int, int] | None = None) -> list[BoxAnnotation]:
-        """Object boxes of ``sample_id``, 0-based inclusive; a dataset without boxes has none to give.
-
-        Raises:
-            DataFormatError: Always, for a dataset without box annotations.
-
-        """
+        """Object boxes of ``sample_id``, 0-based inclusive; a dataset without boxes raises DataFormatError."""
         raise DataFormatError(f"{type(self).__name__} has no object box annotations (asked for {sample_id!r}).")
 
     def read_sample(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:

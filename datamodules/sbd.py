@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 from scipy.io import loadmat
 
 from segmend.datamodules.errors import DataFormatError, missing_data_error
 from segmend.datamodules.image_io import read_image_size
 from segmend.datamodules.label_files import IGNORE_INDEX, check_label_size
 from segmend.datamodules.reader import SampleTransform
-from segmend.datamodules.voc_format import BoxAnnotation, read_index_mask
-from segmend.datamodules.voc_reader import SECTION, VOC_CLASSES, VOCSegmentationDataset, read_split_ids
+from segmend.datamodules.voc_format import BoxAnnotation, read_index_mask, region_boxes
+from segmend.datamodules.voc_reader import SECTION, VOC_CLASSES, VOCSegmentationDataset, read_id_list, read_split_ids
 
 SBD_SPLITS = ("train", "val")
 AugSource = Literal["sbd", "png"]
@@ -167,13 +166,8 @@ def instance_boxes(
             f"{path}: GTinst.Segmentation holds instance numbers {bad.tolist()[:10]} but GTinst.Categories "
             f"lists {len(categories)} instance(s); values must be 0 (none) or 1..{len(categories)}."
         )
-    boxes = []
-    for number, found in enumerate(ndimage.find_objects(values, max_label=len(categories)), start=1):
-        if found is not None:
-            rows, cols = found
-            label = int(categories[number - 1])
-            boxes.append(BoxAnnotation(label, cols.start, rows.start, cols.stop - 1, rows.stop - 1))
-    return boxes
+    found = region_boxes(values, max_label=len(categories))
+    return [BoxAnnotation(int(categories[number - 1]), *box) for number, box in found.items()]
 
 
 def read_sbd_ids(sbd_root: Path, split: str, argument: str = "sbd_root") -> list[str]:
@@ -186,20 +180,13 @@ def read_sbd_ids(sbd_root: Path, split: str, argument: str = "sbd_root") -> list
 
     Raises:
         ValueError: For another split name.
-        FileNotFoundError: If the list is missing.
+        DatasetNotFoundError: If the list is missing.
 
     """
     if split not in SBD_SPLITS:
         raise ValueError(f"SBD splits are {SBD_SPLITS}, got {split!r}.")
-    path = Path(sbd_root) / f"{split}.txt"
-    if not path.is_file():
-        raise missing_data_error(
-            path,
-            f"SBD's list of '{split}' ids ({argument} must be the benchmark_RELEASE/dataset folder)",
-            SECTION,
-            argument,
-        )
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    expected = f"SBD's list of '{split}' ids ({argument} must be the benchmark_RELEASE/dataset folder)"
+    return read_id_list(Path(sbd_root) / f"{split}.txt", expected, argument)
 
 
 def train_aug_ids(

@@ -1,37 +1,14 @@
 """Reproducible data loading: seeded epoch-aware samplers, per-sample augmentation seeds, RNG state.
 
-A seeded fit is reproducible on the CPU only if nothing random depends on where or when a sample
-is loaded. Left alone, three things did (see ``docs/reproducibility.md`` for the measurements):
-
-* albumentations 2 seeds every ``Compose`` from OS entropy unless it is given a seed, and a
-  ``Compose`` keeps its own random state, so ``seed_everything`` never reaches the augmentation;
-  and a state carried from sample to sample would depend on the number of workers, on whether
-  they persist across epochs, and on where a fit was resumed;
-* a ``RandomSampler`` and each DataLoader iterator draw their seeds from the global torch RNG, so
-  the data order and the model's random stream (dropout) depend on how often loaders are iterated,
-  which changes with ``num_workers`` and persistent workers;
-* Lightning does not checkpoint the global RNG states, so a resumed fit reshuffles differently
-  and draws different dropout masks from the uninterrupted one.
-
-So every random draw of the data is a pure function of keys fixed by the run:
-
-* the order of a training loader in one pass is a permutation seeded from
-  ``(seed, stream, epoch, pass)`` (:class:`EpochShuffleSampler`); ``stream`` names the loader
-  (``train``, or F and W of the semi-supervised mixed sets), ``pass`` counts the passes within an
-  epoch (a shorter loader that Lightning cycles starts a new pass with a new order);
-* the augmentation of a sample is seeded from ``(seed, stream, epoch, pass, index)``: the sampler,
-  which runs in the main process, yields :class:`SeededIndex` pairs and :class:`SeededAugmentation`
-  seeds the albumentations pipeline from the pair just before it builds the sample, in whichever
-  worker that is;
-* every DataLoader gets its own seeded ``generator``, so no loader draws from the global torch RNG;
-* :func:`rng_state` / :func:`set_rng_state` save and restore the global RNGs of the main process
-  (torch, numpy, random, CUDA), which a DataModule keeps in its ``state_dict`` so a fit resumed
-  from an epoch-end checkpoint continues the uninterrupted fit's random stream.
-
-The samplers are :class:`~torch.utils.data.distributed.DistributedSampler` subclasses, built with
-the trainer's world size and rank: Lightning calls their ``set_epoch`` and does not replace them
-under DDP (it only injects its own sampler into loaders whose sampler is not a
-``DistributedSampler``). With one process they are plain samplers.
+Every random draw of the data is a pure function of keys fixed by the run, never of where or when
+a sample is loaded (``docs/reproducibility.md``, How it works, says why and what was measured): a
+training loader's order in one pass is seeded from ``(seed, stream, epoch, pass)``
+(:class:`EpochShuffleSampler`), a sample's augmentation from ``(seed, stream, epoch, pass, index)``
+(:class:`SeededIndex`, :class:`SeededAugmentation`), every DataLoader has its own seeded
+``generator``, and :func:`rng_state` / :func:`set_rng_state` carry the main process's global RNGs
+through a DataModule's ``state_dict``. The samplers are ``DistributedSampler`` subclasses built
+with the trainer's world size and rank, so Lightning calls their ``set_epoch`` and keeps them
+under DDP.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class SemiSupervisedVOCDataModule(SemiSupervisedMixin, VOCDataModule):
         full_per_batch: F samples in each mixed training batch (the rest are W); ``None`` gives F
             its share of F ∪ W.
         train_set: Initial training set: ``full+weak``, ``full``, ``half_full`` or
-            ``full+weak_masks`` (see :mod:`segmend.datamodules.semisup`).
+            ``full+weak_masks`` (see :mod:`segmend.datamodules.full_weak`).
         full_pool: Split whose ids are the candidates for F (default: the VOC train list).
         weak_split: The whole training set; W is this minus F (default ``train_aug``).
         root: The ``VOC2012`` folder.
@@ -129,7 +129,7 @@ class SemiSupervisedSyntheticDataModule(SemiSupervisedMixin, SyntheticDataModule
         num_full: Size of F (at most ``num_train``).
         split_seed: Seed of the F / half-of-F draw.
         full_per_batch: F samples in each mixed training batch; ``None`` gives F its share.
-        train_set: Initial training set (see :mod:`segmend.datamodules.semisup`).
+        train_set: Initial training set (see :mod:`segmend.datamodules.full_weak`).
         with_boxes: Add box masks (on by default).
         **kwargs: Arguments of :class:`SyntheticDataModule` (``num_train``, ``image_size``, ...).
 
@@ -170,7 +170,7 @@ class SemiSupervisedCityscapesDataModule(SemiSupervisedMixin, CityscapesDataModu
         num_full: Size of F.
         split_seed: Seed of the F / half-of-F draw.
         full_per_batch: F samples in each mixed training batch; ``None`` gives F its share.
-        train_set: Initial training set (see :mod:`segmend.datamodules.semisup`).
+        train_set: Initial training set (see :mod:`segmend.datamodules.full_weak`).
         root: Folder holding ``leftImg8bit`` and ``gtFine``.
         classes: Label mode (``objects11`` as in the paper, or ``trainid19``).
         annotation: Labels of F (``fine`` in the paper).

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from segmend.datamodules.errors import DataFormatError
 from segmend.datamodules.label_files import read_label_png
@@ -49,13 +50,7 @@ class BoxAnnotation:
 
 
 def read_index_mask(path: Path) -> np.ndarray:
-    """Read a label PNG whose pixel values are class indices, without palette expansion.
-
-    Raises:
-        DataFormatError: If the file is missing, unreadable, or an RGB(A) image (a palette mask
-            that was converted to colours, which loses the class indices).
-
-    """
+    """A label PNG's class indices, without palette expansion; a colour or unreadable file raises DataFormatError."""
     return read_label_png(path)
 
 
@@ -152,3 +147,9 @@ def box_mask(boxes: Sequence[BoxAnnotation], num_classes: int, height: int, widt
         out[box.label, max(box.ymin, 0) : box.ymax + 1, max(box.xmin, 0) : box.xmax + 1] = 1
     out[0] = out[1:].max(axis=0) == 0
     return out
+
+
+def region_boxes(regions: np.ndarray, max_label: int | None = None) -> dict[int, tuple[int, int, int, int]]:
+    """The box ``(xmin, ymin, xmax, ymax)``, 0-based inclusive, of each positive value of an integer map, by value."""
+    found = ndimage.find_objects(regions, max_label=max_label or 0)  # None for values absent from the map
+    return {v: (sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1) for v, sl in enumerate(found, 1) if sl}

@@ -32,17 +32,21 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 
-def read_split_ids(root: Path, split: str, image_sets: str = "ImageSets/Segmentation") -> list[str]:
-    """Read the ids listed in ``root/<image_sets>/<split>.txt``.
+def read_id_list(path: Path, expected: str, argument: str = "root") -> list[str]:
+    """The ids of a list file (the first word of each non-empty line), as VOC's and SBD's lists hold them.
 
     Raises:
-        FileNotFoundError: If the list is missing, with the path and what was expected.
+        DatasetNotFoundError: If the file is missing, saying what was expected and the argument to fix.
 
     """
-    path = root / image_sets / f"{split}.txt"
     if not path.is_file():
-        raise missing_data_error(path, f"a list of image ids for split '{split}'", SECTION)
+        raise missing_data_error(path, expected, SECTION, argument)
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_split_ids(root: Path, split: str, image_sets: str = "ImageSets/Segmentation") -> list[str]:
+    """Read the ids listed in ``root/<image_sets>/<split>.txt`` (see :func:`read_id_list`)."""
+    return read_id_list(root / image_sets / f"{split}.txt", f"a list of image ids for split '{split}'")
 
 
 class VOCSegmentationDataset(SegmentationReader):
