@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
@@ -96,9 +97,29 @@ def test_model_refuses_data_with_another_ignore_label():
         def build_dataset(self, split: str, train: bool):  # pragma: no cover - never built
             raise AssertionError
 
-    model = SegmentationModule(num_classes=2, arch="Unet", encoder_name="resnet18", encoder_weights=None, ignore_index=0)
+    net = {"num_classes": 2, "arch": "Unet", "encoder_name": "resnet18", "encoder_weights": None}
     with pytest.raises(ValueError, match="ignore_index mismatch: the data .* marks unlabeled pixels with 255"):
-        model.check_datamodule(Data(crop_size=64))
-    SegmentationModule(num_classes=2, arch="Unet", encoder_name="resnet18", encoder_weights=None).check_datamodule(
-        Data(crop_size=64)
-    )
+        SegmentationModule(**net, ignore_index=0).check_datamodule(Data(crop_size=64))
+    SegmentationModule(**net).check_datamodule(Data(crop_size=64))  # the default, 255, is the data's
+
+
+def test_datamodules_import_each_other_at_module_level_without_cycles():
+    """A function-local import is how a cycle hides; the modules form a graph without cycles."""
+    folder = Path(__file__).resolve().parents[1] / "datamodules"
+    graph: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        graph[path.stem] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segmend.datamodules."):
+                assert id(node) in top_level, f"{path.name}:{node.lineno} imports {node.module} inside a function"
+                graph[path.stem].add(node.module.rsplit(".", 1)[1])
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        for imported in graph.get(module, ()):
+            assert imported not in path, f"import cycle: {' -> '.join((*path, imported))}"
+            visit(imported, (*path, imported))
+
+    for module in graph:
+        visit(module, (module,))
