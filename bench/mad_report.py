@@ -207,7 +207,8 @@ def hours_rows(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
         if runs:
             spent = [sum(m["annotation_hours"] for m in run["metrics"]) for run in runs]
             dense = [sum(m["dense_all_hours"] for m in run["metrics"]) for run in runs]
-            rows.append(f"| {variant} | {statistics.mean(spent):.2f} | {statistics.mean(dense):.2f} |")
+            all_of_m = f"{statistics.mean(dense):.2f}" if variant == "mad" else "- (builds no M)"
+            rows.append(f"| {variant} | {statistics.mean(spent):.2f} | {all_of_m} |")
     return rows
 
 
@@ -302,10 +303,15 @@ def earlier_section(seeds: dict[str, dict[str, Any]]) -> list[str]:
 def tables_section(seeds: dict[str, dict[str, Any]]) -> list[str]:
     """Tables 1 and 2, the hours and the reproduction verdicts."""
     first = next(iter(seeds.values()))
+    mixed = [seed for seed, record in seeds.items() if record["regime"] != first["regime"]]
+    if mixed:
+        raise ValueError(f"seeds {mixed} ran another regime than seed {next(iter(seeds))}; keep one regime per folder")
     rounds = first["regime"]["rounds"]
+    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(record["command"] for record in seeds.values()))
+    codes = ", ".join(dict.fromkeys(record["code"] for record in seeds.values()))
+    machines = "; ".join(dict.fromkeys(record["machine"] for record in seeds.values()))
     return [
-        f"Tables part: `{first['command']}` on {first['machine']}; code {first['code']}; seeds "
-        f"{', '.join(seeds)} ({len(seeds)}).",
+        f"Tables part: {commands} on {machines}; code {codes}; seeds {', '.join(seeds)} ({len(seeds)}).",
         "",
         f"Regime: {first['regime']}.",
         "",
