@@ -14,24 +14,7 @@ from segmend.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule, ADE20KD
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc_format import DataFormatError
 
-H, W = 48, 64
-SPLITS = {"training": ("ADE_train", 3), "validation": ("ADE_val", 2)}
-
-
-def make_ade(root: Path) -> Path:
-    """Write ADEChallengeData2016 in its distributed layout: JPEG images, 8-bit 'L' PNG annotations."""
-    rng = np.random.default_rng(0)
-    for split, (prefix, count) in SPLITS.items():
-        (root / "images" / split).mkdir(parents=True)
-        (root / "annotations" / split).mkdir(parents=True)
-        for i in range(1, count + 1):
-            stem = f"{prefix}_{i:08d}"
-            Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"{stem}.jpg"
-            )
-            mask = rng.integers(0, 151, (H, W)).astype(np.uint8)
-            Image.fromarray(mask, mode="L").save(root / "annotations" / split / f"{stem}.png")
-    return root
+from tests.fixtures.ade20k import H, W, make_ade
 
 
 def raw_mask(root: Path, split: str, stem: str) -> np.ndarray:

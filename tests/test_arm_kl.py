@@ -15,7 +15,7 @@ from segmend.losses.confidence import uncertainty_confidence
 from segmend.losses.pixel import cross_entropy_map, kl_uncertainty_map
 from segmend.modules import ARMModule
 from segmend.nets.uncertainty import UncertaintyHead
-from tests.conftest import REPO, fast_cli_args
+from tests.fixtures.cli import REPO, fast_cli_args
 
 
 def kl_module(**kwargs) -> ARMModule:

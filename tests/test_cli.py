@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from segmend.cli import SegmendCLI, main
-from tests.conftest import CONFIGS, REPO, fast_cli_args
+from tests.fixtures.cli import CONFIGS, REPO, fast_cli_args
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

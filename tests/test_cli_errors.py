@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segmend.cli import SHORT_NAMES, main
-from tests.conftest import REPO, fast_cli_args
+from tests.fixtures.cli import REPO, fast_cli_args
 
 BASELINE = REPO / "configs" / "baseline_synthetic.yaml"
 

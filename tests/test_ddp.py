@@ -15,7 +15,8 @@ from segmend.datamodules import SyntheticDataModule
 
 from segmend.cli import main
 from segmend.modules import SegmentationModule
-from tests.conftest import REPO, TINY_SYNTHETIC, fast_cli_args
+from tests.fixtures.cli import REPO, fast_cli_args
+from tests.fixtures.data import TINY_SYNTHETIC
 
 
 def test_ddp_fit_on_two_cpu_processes(tmp_path: Path, data_cache: Path):

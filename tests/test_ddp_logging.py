@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, fast_cli_args
+from tests.fixtures.cli import REPO, fast_cli_args
 
 
 def run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -11,16 +11,10 @@ import torch
 
 from segmend.checkpoints import read_weights
 from segmend.cli import SegmendCLI
-from tests.conftest import CPU_TRAINER, REPO, fast_cli_args, tiny_data_args
-from tests.test_runs import EVERY, kill_args, segmend
+from tests.fixtures.cli import REPO, fast_cli_args
+from tests.fixtures.runs import EVERY, errorpix_run_args, kill_args, segmend
 
 CONFIGS = sorted((REPO / "configs").glob("errorpix_*.yaml"))
-SMALL_NET = [
-    "--model.init_args.encoder_name=tu-mobilenetv3_small_050",
-    "--model.init_args.net_kwargs={decoder_channels: 16}",
-    "--model.init_args.detail_widths=[32, 32, 32]",
-    "--model.init_args.error_width=32",
-]
 
 
 def test_every_errorpix_config_is_shipped():
@@ -51,51 +45,28 @@ def test_config_runs_every_stage_and_logs_the_metrics(
     assert cli.model.detail_active and cli.model.phase == "detail"
 
 
-def run_args(run: Path, data_cache: Path, *extra: str) -> list[str]:
-    """errorpix_synthetic on 8 tiny images, batches of 2: 4 steps per epoch; semantic 1, error 1, detail 2 epochs."""
-    return [
-        "-c",
-        str(REPO / "configs" / "errorpix_synthetic.yaml"),
-        *tiny_data_args(data_cache),
-        "--data.init_args.batch_size=2",
-        "--data.init_args.eval_batch_size=2",
-        f"--trainer.default_root_dir={run}",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.limit_val_batches=1",
-        *CPU_TRAINER,
-        *SMALL_NET,
-        "--model.init_args.semantic_epochs=1",
-        "--model.init_args.error_epochs=1",
-        "--model.init_args.detail_epochs=2",
-        f"--resume.every_n_steps={EVERY}",
-        *extra,
-    ]
-
-
 def test_killed_in_the_detail_stage_and_resumed(tmp_path: Path, data_cache: Path):
     """Killed as each branch stage starts (later stages then load the earlier ones' final.ckpt), then mid-stage."""
     run = tmp_path / "run"
     # killed as the error stage starts: the re-run takes the semantic branch from the semantic stage's final.ckpt
-    first = segmend("fit", *run_args(run, data_cache, *kill_args("error", 0)))
+    first = segmend("fit", *errorpix_run_args(run, data_cache, *kill_args("error", 0)))
     assert first.returncode == -9, first.stderr[-3000:]
     assert (run / "semantic" / "final.ckpt").is_file() and not (run / "error" / "checkpoints" / "last.ckpt").exists()
 
     # killed as the detail stage starts: the re-run takes the error branch from the error stage's final.ckpt
-    second = segmend("fit", *run_args(run, data_cache, *kill_args("detail", 0)))
+    second = segmend("fit", *errorpix_run_args(run, data_cache, *kill_args("detail", 0)))
     assert second.returncode == -9, second.stderr[-3000:]
     assert "stage 1 'semantic' already done" in second.stderr
     assert (run / "error" / "final.ckpt").is_file() and not (run / "detail" / "checkpoints" / "last.ckpt").exists()
 
     kill_step = 7  # detail: 2 epochs x 4 steps, killed inside epoch 2
-    third = segmend("fit", *run_args(run, data_cache, *kill_args("detail", kill_step)))
+    third = segmend("fit", *errorpix_run_args(run, data_cache, *kill_args("detail", kill_step)))
     assert third.returncode == -9, third.stderr[-3000:]
     assert "stage 2 'error' already done" in third.stderr and not (run / "detail" / "final.ckpt").exists()
     saved = torch.load(run / "detail" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert kill_step - EVERY < saved["global_step"] <= kill_step
 
-    again = segmend("fit", *run_args(run, data_cache))
+    again = segmend("fit", *errorpix_run_args(run, data_cache))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "stage 1 'semantic' already done" in again.stderr and "stage 2 'error' already done" in again.stderr
     assert f"resuming from {run / 'detail' / 'checkpoints' / 'last.ckpt'}" in again.stderr

@@ -9,16 +9,15 @@ from pathlib import Path
 import torch
 
 from segmend.checkpoints import read_weights
-from tests.test_error_pixel_cli import run_args
-from tests.test_runs import segmend
+from tests.fixtures.runs import errorpix_run_args, segmend
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2"]
 
 
 def test_every_stage_runs_on_two_processes_and_the_semantic_branch_stays_frozen(tmp_path: Path, data_cache: Path):
     run = tmp_path / "run"
-    # later arguments win: two CPU processes instead of run_args' single device
-    result = segmend("fit", *run_args(run, data_cache), *DDP)
+    # later arguments win: two CPU processes instead of errorpix_run_args' single device
+    result = segmend("fit", *errorpix_run_args(run, data_cache), *DDP)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Starting with 2 processes" in result.stderr, result.stderr[-4000:]
     for number, stage in enumerate(("semantic", "error", "detail"), start=1):

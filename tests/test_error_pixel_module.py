@@ -14,7 +14,7 @@ from segmend.loggers import WandbLogger
 from segmend.losses.error_pixel import balanced_error_loss
 from segmend.modules import ErrorPixelModule, SegmentationModule
 from segmend.runs import fit
-from tests.conftest import TINY_SYNTHETIC
+from tests.fixtures.data import TINY_SYNTHETIC
 
 NET = {"arch": "DeepLabV3Plus", "encoder_name": "tu-mobilenetv3_small_050", "net_kwargs": {"decoder_channels": 16}}
 BRANCHES = {"error_width": 32, "error_prob_channels": 32, "error_image_channels": 32, "detail_widths": (32, 32, 32)}

@@ -13,7 +13,7 @@ from segmend.modules import AncillaryModule, ARMModule, SegmentationModule
 from segmend.nets.box_attention import BoxAttentionNet
 from segmend.nets.factory import available_architectures, build_smp_net
 from segmend.nets.features import SegmentationFeatures, forward_features
-from tests.conftest import REPO
+from tests.fixtures.cli import REPO
 
 C = 4
 CONTEXT_MODULE = {"DeepLabV3Plus": "aspp", "PSPNet": "psp", "DeepLabV3": None}  # None: the whole decoder

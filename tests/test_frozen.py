@@ -17,7 +17,9 @@ from segmend.frozen import FrozenModel, trainable_parameters
 from segmend.modules import SegmentationModule, SelfCorrectionModule
 from segmend.nets.factory import build_smp_net
 from segmend.runs import fit
-from tests.conftest import CPU_TRAINER, REPO, tiny_data_args
+from tests.fixtures.cli import REPO
+from tests.fixtures.data import tiny_data_args
+from tests.fixtures.trainer import CPU_TRAINER
 
 C = 4
 NET = {"arch": "DeepLabV3Plus", "encoder_name": "tu-mobilenetv3_small_050", "net_kwargs": {"decoder_channels": 16}}

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 from segmend.datamodules.image_io import read_image
-from segmend.datamodules.voc_format import read_index_mask, voc_palette
+from segmend.datamodules.voc_format import read_index_mask
 
-from segmend.mad import Selection
 from segmend.mad.files import MADFileError, ids_in
-from segmend.mad.human_files import read_label_mask, write_label_mask
+from segmend.mad.human_files import read_label_mask
 from segmend.mad.label_exchange import (
     LABELMAP_NAME,
     MANIFEST_NAME,
@@ -34,70 +32,18 @@ from segmend.mad.labelmap import read_labelmap
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import FileOracle
 from segmend.mad.state import MADState
-
-CLASSES = ("background", "disc", "square")
-PALETTE = voc_palette()
-ROTATED = "park/rotated.jpg"  # stored sideways with EXIF orientation 6
-IDS = ["street/0001.jpg", "street/0002.jpg", ROTATED, "shots/a b.png", "x/img.jpg", "x/img.png"]
-S, T = IDS[:3], IDS[3:]
-
-
-def _write_image(path: Path, pixels: np.ndarray, image_id: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if image_id == ROTATED:
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        Image.fromarray(pixels).save(path, quality=95, exif=exif.tobytes())
-    elif image_id.endswith(".png"):
-        alpha = np.full(pixels.shape[:2] + (1,), 255, np.uint8)
-        alpha[:4] = 0  # transparent rows: read upright over white
-        Image.fromarray(np.concatenate([pixels, alpha], axis=2), mode="RGBA").save(path)
-    else:
-        Image.fromarray(pixels).save(path, quality=95)
-
-
-def build_round(state: MADState, pool: Path, r: int, ids: list[str], s: list[str], t: list[str], phase: str) -> None:
-    """Round ``r`` of a hand-built run up to ``phase`` (``candidates``, ``scored`` or ``selected``)."""
-    layout = state.layout
-    sizes = {}
-    for k, image in enumerate(ids):
-        path = pool / image
-        raw = (20 + 2 * k, 30)
-        if not path.is_file():
-            rng = np.random.default_rng(k)
-            _write_image(path, rng.integers(0, 256, raw + (3,), dtype=np.uint8), image)
-        sizes[image] = read_image(path).shape[:2]
-        prediction = np.random.default_rng(100 + k).integers(0, len(CLASSES), sizes[image]).astype(np.uint8)
-        write_label_mask(layout.prediction_file(r, image), prediction)
-    state.save_candidates(r, Selection(list(ids), [], {("FPN", "target", 1): list(ids)}), sizes)
-    if phase in ("scored", "selected"):
-        state.save_scores(r, {image: {"alice": 1 + k % 5} for k, image in enumerate(ids)})
-    if phase == "selected":
-        state.save_selection(r, s, t, [])
-
-
-def build_run(tmp_path: Path, phase: str = "selected", config: bool = True, **mad: object) -> Path:
-    """A run folder with round 0 at ``phase`` and, with ``config``, a ``config.yaml`` naming the pool."""
-    run, pool = tmp_path / "run", tmp_path / "pool"
-    state = MADState(run, classes=CLASSES)
-    build_round(state, pool, 0, IDS, S, T, phase)
-    if config:
-        init_args = {"pool_root": str(pool), "oracle": "files", "min_raters": 1, "rounds": 1, **mad}
-        callback = {"class_path": "segmend.callbacks.MADTroubleshooting", "init_args": init_args}
-        document = {"trainer": {"default_root_dir": str(run), "callbacks": [callback]}}
-        (run / "config.yaml").write_text(yaml.safe_dump(document))
-    return run
-
-
-def predictions(run: Path, r: int = 0) -> dict[str, np.ndarray]:
-    layout = MADLayout(run)
-    return {i: read_label_mask(layout.prediction_file(r, i), len(CLASSES)) for i in IDS}
-
-
-def save_palette(path: Path, mask: np.ndarray, palette: np.ndarray = PALETTE) -> None:
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette(palette.astype(np.uint8).ravel().tolist())
-    image.save(path)
+from tests.fixtures.mad_runs import (
+    CLASSES,
+    IDS,
+    PALETTE,
+    ROTATED,
+    S,
+    T,
+    build_round,
+    build_run,
+    predictions,
+    save_palette,
+)
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:

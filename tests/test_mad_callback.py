@@ -27,8 +27,10 @@ from segmend.mad.report import VAL_HEADER
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
 from segmend.runs import fit
-from tests.conftest import REPO, TINY_SYNTHETIC, TINY_TRAINER, fast_cli_args
-from tests.test_mad_report import markdown_rows
+from tests.fixtures.cli import REPO, fast_cli_args
+from tests.fixtures.data import TINY_SYNTHETIC
+from tests.fixtures.mad import markdown_rows
+from tests.fixtures.trainer import TINY_TRAINER
 
 CONFIG = REPO / "configs" / "mad_synthetic.yaml"
 

@@ -19,15 +19,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from segmend.mad.layout import MADLayout
 from segmend.mad.state import MADState
 from segmend.runs import StopRun
-from tests.conftest import REPO, fast_cli_args
-from tests.test_runs import ENV, SCRIPT
+from tests.fixtures.cli import REPO, fast_cli_args
+from tests.fixtures.mad import FILE_ORACLE_LOOP, MAD_SYNTHETIC, TINY_LOOP_RUN
+from tests.fixtures.runs import ENV, SCRIPT
 
-CONFIG = REPO / "configs" / "mad_synthetic.yaml"
-#: The loop of tests/test_mad_callback.py's CLI runs (round 0 only) on 12 wild images, with the file oracle.
-LOOP = {"n3": 5, "n4": 2, "test_size": 2, "per_class": 2, "bounds_statistic": "none", "finetune_steps": 2,
-        "rounds": 0, "oracle": "files"}  # fmt: skip
-TINY = ["--data.init_args.num_wild=12", "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
-        "--data.init_args.eval_batch_size=3"]  # fmt: skip
 DDP = ["--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2"]
 AGAIN = "Re-run the same command when they are in."
 TIMEOUT = 300  # one invocation takes about 20 s here: a rank left waiting fails the test instead of hanging it
@@ -59,15 +54,15 @@ def _append(path: Path, text: str) -> None:
 
 
 def run_cli(run_dir: Path, data_cache: Path, stops: Path) -> subprocess.CompletedProcess[str]:
-    """``segmend fit`` on 2 CPU processes, tiny data, :data:`LOOP`; each rank's stop recorded in ``stops``."""
-    args = [a for a in fast_cli_args(CONFIG, run_dir, data_cache) if "fast_dev_run" not in a]  # later args win
-    loop = [f"--trainer.callbacks.init_args.{key}={value}" for key, value in LOOP.items()]
+    """``segmend fit`` on 2 CPU processes, tiny data, the file-oracle loop; each rank's stop recorded in ``stops``."""
+    args = [a for a in fast_cli_args(MAD_SYNTHETIC, run_dir, data_cache) if "fast_dev_run" not in a]  # later args win
+    loop = [f"--trainer.callbacks.init_args.{key}={value}" for key, value in FILE_ORACLE_LOOP.items()]
     # the recorder comes after the loop's arguments: `callbacks.init_args` go to the last callback of the list
     recorder = [
         "--trainer.callbacks+=tests.test_mad_ddp_wait.RankStops",
         f"--trainer.callbacks.init_args.folder={stops}",
     ]
-    command = [str(SCRIPT), "fit", *args, *TINY, *loop, *DDP, *recorder]
+    command = [str(SCRIPT), "fit", *args, *TINY_LOOP_RUN, *loop, *DDP, *recorder]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO, env=ENV)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result

@@ -19,7 +19,8 @@ from segmend.mad.oracle import SimulatedOracle
 from segmend.mad.state import PHASES, MADState
 from segmend.modules import SegmentationModule
 from segmend.runs import fit
-from tests.conftest import TINY_SYNTHETIC, TINY_TRAINER
+from tests.fixtures.data import TINY_SYNTHETIC
+from tests.fixtures.trainer import TINY_TRAINER
 
 TRAINER = TINY_TRAINER
 SEED = 0  # seeds 0, 1, 2 checked by hand: mIoU on the in-domain wild images 0.03->0.15, 0.09->0.18, 0.03->0.15

@@ -16,7 +16,7 @@ from segmend.mad.human_files import read_rater_scores, write_label_mask, write_r
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import FileOracle, Oracle, SimulatedOracle
 from segmend.mad.state import MADState
-from tests.conftest import TINY_SYNTHETIC
+from tests.fixtures.data import TINY_SYNTHETIC
 
 CLASSES = ("background", "disc", "square")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +32,7 @@ from segmend.mad.report import (
 )
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
-from tests.test_mad_state import make_stats
+from tests.fixtures.mad import make_stats, markdown_rows
 
 RATERS = ("alice", "bob")
 VAL_RESULTS = {"images": 7, "target": {"mIoU": 0.61}, "competitors": {"unet": {"mIoU": 0.64}, "fpn": {"mIoU": 0.58}}}
@@ -65,16 +64,6 @@ def run_round(state: MADState, r: int, per_image: bool = True, finish: bool = Tr
     if finish:
         state.finish_round(r)
     return metrics
-
-
-def markdown_rows(text: str) -> dict[str, list[str]]:
-    """First cell -> the other cells of every markdown table row (escaped pipes ``\\|`` stay in their cell)."""
-    rows = {}
-    for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("|---"):
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # "\\|" is a cell's pipe
-            rows[cells[0]] = cells[1:]
-    return rows
 
 
 def test_table1_equals_the_metrics_files_and_hours_add_up(tmp_path: Path) -> None:

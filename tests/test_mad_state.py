@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segmend.mad import OUT_OF_DOMAIN, PoolStats, Selection
+from segmend.mad import OUT_OF_DOMAIN, Selection
 from segmend.mad.files import (
     MADFileError,
     atomic_write,
@@ -23,22 +23,9 @@ from segmend.mad.files import (
 from segmend.mad.human_files import write_label_mask, write_rater_scores
 from segmend.mad.layout import MADLayout, check_rater
 from segmend.mad.state import PHASES, MADState
+from tests.fixtures.mad import make_stats
 
 CLASSES = ("background", "disc", "square")
-
-
-def make_stats(n: int = 6, competitor_fractions: bool = True) -> PoolStats:
-    rng = np.random.default_rng(0)
-    fractions = rng.dirichlet(np.ones(3), size=n)
-    return PoolStats(
-        ids=np.array([f"folder/img{i}.jpg" for i in range(n)]),
-        target_fractions=fractions,
-        discrepancy=rng.uniform(size=(2, n)),
-        competitor_fractions=np.stack([rng.dirichlet(np.ones(3), size=n)] * 2) if competitor_fractions else None,
-        readable=np.arange(n) != 2,
-        scalars={"entropy": rng.uniform(size=n)},
-        competitors=("unet", "fpn"),
-    )
 
 
 def run_round(state: MADState, r: int = 0) -> dict[str, np.ndarray]:

@@ -27,10 +27,11 @@ from segmend.mad.layout import MADLayout
 from segmend.mad.pool_images import PoolImages
 from segmend.mad.state import MADState
 from segmend.mad.status import status
-from tests.conftest import TINY_SYNTHETIC, fast_cli_args
-from tests.test_label_exchange import IDS, S, T, build_run, predictions, save_palette
-from tests.test_mad_ddp_wait import CONFIG, LOOP, TINY
-from tests.test_runs import ENV, SCRIPT
+from tests.fixtures.cli import fast_cli_args
+from tests.fixtures.data import TINY_SYNTHETIC
+from tests.fixtures.mad import FILE_ORACLE_LOOP, MAD_SYNTHETIC, TINY_LOOP_RUN
+from tests.fixtures.mad_runs import IDS, S, T, build_run, predictions, save_palette
+from tests.fixtures.runs import ENV, SCRIPT
 
 
 def json_status(run: Path, capsys: pytest.CaptureFixture) -> dict:
@@ -165,9 +166,11 @@ def test_the_loop_waits_for_people_then_resumes_with_their_files(
     """The real loop with ``oracle: files``: scores, then exported, painted and imported labels; the fit goes on."""
     run = tmp_path / "run"
     # the tiny loop of the DDP waiting test (file oracle), with one competitor and one fine-tuning round
-    loop = {**LOOP, "competitors": "[FPN:resnet18]", "rounds": 1, "counterexamples_per_batch": 1}
-    args = [a for a in fast_cli_args(CONFIG, run, data_cache) if "fast_dev_run" not in a]
-    main(["fit", *args, *TINY, *(f"--trainer.callbacks.init_args.{key}={value}" for key, value in loop.items())])
+    loop = {**FILE_ORACLE_LOOP, "competitors": "[FPN:resnet18]", "rounds": 1, "counterexamples_per_batch": 1}
+    args = [a for a in fast_cli_args(MAD_SYNTHETIC, run, data_cache) if "fast_dev_run" not in a]
+    main(
+        ["fit", *args, *TINY_LOOP_RUN, *(f"--trainer.callbacks.init_args.{key}={value}" for key, value in loop.items())]
+    )
     layout = MADLayout(run)
     waiting = status(run)
     assert (waiting.round, waiting.phase, waiting.waiting_for) == (0, "candidates", "weak_scores")

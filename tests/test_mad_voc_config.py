@@ -13,7 +13,7 @@ from segmend.cli import main
 from segmend.mad.layout import MADLayout
 from segmend.mad.state import MADState
 from segmend.modules import SegmentationModule
-from tests.conftest import REPO, fast_cli_args
+from tests.fixtures.cli import REPO, fast_cli_args
 from tests.fixtures.mad_voc import save_module
 
 CONFIG = REPO / "configs" / "mad_voc.yaml"

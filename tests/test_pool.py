@@ -19,39 +19,7 @@ from segmend.datamodules.pool import (
 )
 from segmend.datamodules.voc_format import DataFormatError
 
-GOOD = ["a.jpg", "a.png", "b.png", "sub/c.webp", "sub/deeper/d.JPG", "sub/e.jpeg"]
-BAD = {
-    "bad/corrupt.png": "corrupt or truncated",
-    "bad/truncated.jpg": "corrupt or truncated: OSError: image file is truncated",
-    "bad/empty.png": "empty file (0 bytes)",
-    "sub/fake.jpg": "not an image",
-}
-SIZES = [(48, 64), (64, 48), (40, 56)]
-
-
-def make_pool(root: Path) -> Path:
-    """A nested tree of good images in several formats and sizes, bad files and a non-image file."""
-    rng = np.random.default_rng(0)
-    for i, rel in enumerate(GOOD):
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}[path.suffix.lower()]
-        Image.fromarray(rng.integers(0, 255, (*SIZES[i % 3], 3), dtype=np.uint8)).save(path, format=fmt)
-    (root / "bad").mkdir()
-    png = root / "bad/corrupt.png"
-    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(png)
-    data = bytearray(png.read_bytes())
-    start = data.find(b"IDAT") + 20
-    data[start : start + 40] = bytes(b ^ 0xFF for b in data[start : start + 40])  # broken pixel data, header intact
-    png.write_bytes(bytes(data))
-    jpg = root / "bad/truncated.jpg"
-    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(jpg)
-    jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
-    (root / "bad/empty.png").write_bytes(b"")
-    (root / "sub/fake.jpg").write_text("this is not an image")
-    (root / "notes.txt").write_text("ignored")
-    (root / "sub/deeper/labels.json").write_text("{}")
-    return root
+from tests.fixtures.pool import BAD, GOOD, make_pool
 
 
 @pytest.fixture

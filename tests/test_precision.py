@@ -21,7 +21,9 @@ from segmend.losses import confidence_map, kl_uncertainty_map
 from segmend.modules import ARMModule, SegmentationModule
 from segmend.modules.selfcorr import SelfCorrectionModule
 from segmend.precision import CPU_BF16_FLAGS, auto_precision, cpu_flags
-from tests.conftest import CPU_TRAINER, REPO, data_args, tiny_data_args
+from tests.fixtures.cli import REPO, data_args
+from tests.fixtures.data import tiny_data_args
+from tests.fixtures.trainer import CPU_TRAINER
 
 BF16_CPU = bool(set(CPU_BF16_FLAGS) & cpu_flags())
 DEFAULT_PRECISION = "bf16-mixed" if BF16_CPU else "32-true"

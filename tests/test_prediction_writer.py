@@ -19,8 +19,9 @@ from segmend.datamodules.voc_format import read_image
 
 from segmend.cli import SegmendCLI, main
 from segmend.modules import SegmentationModule
-from tests.conftest import REPO, TINY_SYNTHETIC, fast_cli_args
-from tests.test_pool import GOOD, make_pool
+from tests.fixtures.cli import REPO, fast_cli_args
+from tests.fixtures.data import TINY_SYNTHETIC
+from tests.fixtures.pool import GOOD, make_pool
 
 CONFIG = REPO / "configs" / "baseline_synthetic.yaml"
 # 80-px images: not a multiple of 32, so the eval transform pads them to 96 and the writer crops back

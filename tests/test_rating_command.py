@@ -20,7 +20,7 @@ from segmend.commands.rate import main
 from segmend.mad import Selection
 from segmend.mad.layout import MADLayout
 from segmend.mad.state import MADState
-from tests.conftest import REPO
+from tests.fixtures.cli import REPO
 from tests.fixtures.rating import make_rating_run
 
 

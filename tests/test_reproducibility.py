@@ -18,7 +18,7 @@ from segmend.datamodules import SemiSupervisedSyntheticDataModule, SyntheticData
 from segmend.datamodules.seeding import EpochShuffleSampler, SeededIndex, UnrepeatedDistributedSampler
 
 from segmend.modules import SegmentationModule
-from tests.conftest import TINY_SYNTHETIC
+from tests.fixtures.data import TINY_SYNTHETIC
 
 SEMISUP = {**TINY_SYNTHETIC, "num_train": 12, "num_full": 2, "full_per_batch": 1}
 

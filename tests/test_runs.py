@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,12 +17,11 @@ from lightning.pytorch.loggers import Logger
 
 from segmend.cli import SegmendCLI, main
 from segmend.runs import ResumeCheckpoint, ResumePolicy, Stage, has_training_stages, run_stages
-from tests.conftest import CPU_TRAINER, REPO, tiny_data_args
+from tests.fixtures.cli import REPO
+from tests.fixtures.data import tiny_data_args
+from tests.fixtures.runs import EVERY, kill_args, segmend
 from tests.fixtures.toy_stages import TwoStageToy
-
-SCRIPT = Path(sys.executable).parent / "segmend"
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-EVERY = 2  # --resume.every_n_steps: a kill loses at most this many steps
+from tests.fixtures.trainer import CPU_TRAINER
 
 
 def toy_args(run_dir: Path, data_cache: Path, *extra: str) -> list[str]:
@@ -44,19 +42,6 @@ def toy_args(run_dir: Path, data_cache: Path, *extra: str) -> list[str]:
         f"--resume.every_n_steps={EVERY}",
         *extra,
     ]
-
-
-def kill_args(stage: str, step: int, signal_name: str = "SIGKILL") -> list[str]:
-    return [
-        "--trainer.callbacks+=tests.fixtures.toy_stages.KillAt",
-        f"--trainer.callbacks.stage={stage}",
-        f"--trainer.callbacks.step={step}",
-        f"--trainer.callbacks.signal_name={signal_name}",
-    ]
-
-
-def segmend(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=900, cwd=REPO, env=ENV)
 
 
 def check_killed(run: Path, first: subprocess.CompletedProcess, kill_step: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from segmend.cli import SegmendCLI, main
-from tests.conftest import REPO, fast_cli_args
+from tests.fixtures.cli import REPO, fast_cli_args
 
 CONFIG = REPO / "configs" / "selfcorr_synthetic.yaml"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.utilities import CombinedLoader
 from segmend.datamodules.semisup import SemiSupervisedVOCDataModule, split_fully_and_weakly_supervised
 from segmend.datamodules.voc_format import DataFormatError, box_mask
 
+from tests.fixtures.batches import train_batches
 from tests.fixtures.voc import TRAIN_AUG, VOC_TRAIN, VOCSBDTree, make_voc_sbd
 
 # id lists of the real sizes: VOC train (1464) inside train_aug (10582)
@@ -66,14 +66,6 @@ def test_split_validates_sizes():
 @pytest.fixture
 def tree(tmp_path: Path) -> VOCSBDTree:
     return make_voc_sbd(tmp_path / "data")
-
-
-def train_batches(dm) -> list[dict]:
-    """The training batches of one epoch as the module sees them (mixed F + W halves merged)."""
-    loaders = dm.train_dataloader()
-    if not isinstance(loaders, dict):
-        return list(loaders)
-    return [dm.on_before_batch_transfer(batch, 0) for batch, _, _ in CombinedLoader(loaders, "max_size_cycle")]
 
 
 def datamodule(tree: VOCSBDTree, **kwargs) -> SemiSupervisedVOCDataModule:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from tests.conftest import REPO
+from tests.fixtures.cli import REPO
 
 
 class RecordBatchIds(Callback):

@@ -12,9 +12,9 @@ from segmend.datamodules.semisup import (
     merge_batches,
 )
 
-from tests.conftest import TINY_SYNTHETIC
+from tests.fixtures.batches import train_batches
 from tests.fixtures.cityscapes import make_cityscapes
-from tests.test_semisup import train_batches
+from tests.fixtures.data import TINY_SYNTHETIC
 
 TINY = {**TINY_SYNTHETIC, "num_train": 12, "batch_size": 4}
 

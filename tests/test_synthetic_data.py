@@ -12,7 +12,7 @@ from segmend.datamodules import SyntheticDataModule
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
 from segmend.datamodules.voc_format import parse_voc_xml
 
-from tests.conftest import TINY_SYNTHETIC
+from tests.fixtures.data import TINY_SYNTHETIC
 
 
 def tree_digest(root: Path) -> str:
