@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from segmend.datamodules.cityscapes import (
+from segmend.datamodules.cityscapes import CityscapesDataModule, CityscapesDataset
+from segmend.datamodules.cityscapes_format import (
     LABELS,
     OBJECTS11_CLASSES,
     TRAINID19_CLASSES,
-    CityscapesDataModule,
-    CityscapesDataset,
     ids_from_image,
     label_lut,
 )
+from segmend.datamodules.image_io import read_image
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc_format import BoxAnnotation, DataFormatError, box_mask
 from torchvision.datasets import Cityscapes as TorchvisionCityscapes
@@ -96,7 +96,8 @@ def test_parity_with_torchvision(tree: Path, split: str, mode: str):
     assert sorted(stem_of) == sorted(ours.ids) and len(ours) == N_PER_SPLIT
     for index, stem in enumerate(ours.ids):
         image, target = theirs[stem_of[stem]]
-        raw_image, raw_ids = ours.load_raw(index)
+        raw_image = read_image(ours.image_path(index))
+        raw_ids = ours.load_label_ids(index, raw_image.shape[:2])
         np.testing.assert_array_equal(raw_image, np.asarray(image))
         np.testing.assert_array_equal(raw_ids, np.asarray(target))
         mapped_image, mask = ours.read_sample(index)

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from segmend.callbacks import SegmentationPredictionWriter
 from segmend.datamodules import SyntheticDataModule
+from segmend.datamodules.image_io import read_image
 from segmend.datamodules.pool import ImageFolderPool
 from segmend.datamodules.transforms import eval_transform, to_sample
-from segmend.datamodules.voc_format import read_image
 
 from segmend.cli import SegmendCLI, main
 from segmend.modules import SegmentationModule

@@ -81,8 +81,9 @@ def test_datasets_follow_the_split(tree: VOCSBDTree):
     assert full == split_fully_and_weakly_supervised(TRAIN_AUG, 2, 0, VOC_TRAIN).full
     assert set(full) <= set(VOC_TRAIN) and len(half) == 1 and set(half) < set(full)
     assert sorted(full + weak) == list(TRAIN_AUG)
-    assert dm.full_dataset().ids == full and dm.weak_dataset().ids == weak and dm.half_full_dataset().ids == half
-    assert dm.full_dataset().with_masks and dm.half_full_dataset().with_masks and not dm.weak_dataset().with_masks
+    full_set, weak_set, half_set = (dm.dataset(name, True) for name in ("full", "weak", "half_full"))
+    assert full_set.ids == full and weak_set.ids == weak and half_set.ids == half
+    assert full_set.with_masks and half_set.with_masks and not weak_set.with_masks
     assert len(dm.dataset("train", True)) == len(TRAIN_AUG)
 
 
@@ -118,14 +119,14 @@ def test_weak_masks_are_never_read(tree: VOCSBDTree):
     bad = tree.voc_root / "SegmentationClass" / f"{full[0]}.png"
     bad.write_bytes(b"not a mask")
     with pytest.raises(DataFormatError, match=rf"Cannot decode mask .*{full[0]}.png"):
-        dm.full_dataset()[dm.full_dataset().ids.index(full[0])]
+        dm.dataset("full", True)[dm.dataset("full", True).ids.index(full[0])]
 
 
 def test_boxes_of_weak_samples(tree: VOCSBDTree):
     dm = datamodule(tree)
     weak = dm.semisup_split().weak
-    sample = dm.weak_dataset(train=False)[0]
-    expected = dm.boxes(weak[0])
+    sample = dm.dataset("weak", False)[0]
+    expected = dm.dataset("weak", False).boxes(weak[0])
     assert expected and not sample["has_mask"]
     np.testing.assert_array_equal(sample["boxes"][:, :48, :64].numpy(), box_mask(expected, 21, 48, 64))
 
@@ -139,7 +140,7 @@ def test_num_full_larger_than_pool(tree: VOCSBDTree):
     with pytest.raises(ValueError, match="num_full must be at least 2"):
         datamodule(tree, num_full=1)
     big = datamodule(tree, num_full=6, full_pool="train_aug")
-    assert big.semisup_split().weak == [] and len(big.half_full_dataset()) == 3
+    assert big.semisup_split().weak == [] and len(big.dataset("half_full", True)) == 3
 
 
 def test_split_seed_changes_the_sets(tree: VOCSBDTree):

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from segmend.datamodules.semisup import (
-    SemiSupervisedCityscapesDataModule,
-    SemiSupervisedSyntheticDataModule,
-    merge_batches,
-)
+from segmend.datamodules.base import merge_batches
+from segmend.datamodules.semisup import SemiSupervisedCityscapesDataModule, SemiSupervisedSyntheticDataModule
 
 from tests.fixtures.batches import train_batches
 from tests.fixtures.cityscapes import make_cityscapes
@@ -97,4 +94,4 @@ def test_cityscapes_weak_labels_never_read(tmp_path: Path):
         assert batch["has_mask"].tolist() == [True, False]
         assert batch["id"][0] in full and batch["id"][1] in weak
         assert batch["boxes"].shape[1] == 12 and torch.all(batch["mask"][1] == 255)
-    assert dm.full_dataset().ids == full
+    assert dm.dataset("full", True).ids == full

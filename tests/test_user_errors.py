@@ -216,6 +216,7 @@ def test_readers_name_the_argument_to_fix(tree: VOCSBDTree, tmp_path: Path):
 
 def test_every_docs_reference_points_at_a_section_with_the_official_pages():
     from segmend.datamodules import ade20k, cityscapes, pool, voc
+    from segmend.datamodules.errors import DOWNLOAD_SECTIONS
 
     doc = (REPO / "docs" / "datasets.md").read_text()
     headings = set(re.findall(r"^#+ (.+)$", doc, flags=re.MULTILINE))
@@ -230,7 +231,7 @@ def test_every_docs_reference_points_at_a_section_with_the_official_pages():
         "http://sceneparsing.csail.mit.edu/",
     ):
         assert url in doc
-    for section in voc.DOWNLOAD_SECTIONS:
+    for section in DOWNLOAD_SECTIONS:
         body = doc.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
         assert "](http" in body or "<http" in body, f"section {section} has no download page"
 

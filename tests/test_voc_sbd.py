@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 import torchvision
 from PIL import Image
-from segmend.datamodules import voc as voc_module
+from segmend.datamodules import voc_reader  # where VOC and SBD readers look check_mask up
 from segmend.datamodules.sbd import SBDDataset, VOCAugDataset, read_sbd_segmentation, train_aug_ids
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
@@ -129,19 +129,25 @@ def test_voc_mask_wins_over_sbd(tree: VOCSBDTree):
     sbd_mat = tree.sbd_root / "cls" / f"{A3}.mat"
     assert voc_png.is_file() and sbd_mat.is_file()
     _, mask = ds.read_sample(ds.ids.index(A3))
-    assert ds.mask_source(A3) == voc_png
+    raw, source = ds.read_mask(A3)
+    assert source == voc_png
+    np.testing.assert_array_equal(raw, read_index_mask(voc_png))
     np.testing.assert_array_equal(mask, read_index_mask(voc_png))
     assert IGNORE in mask and not np.array_equal(mask, read_sbd_segmentation(sbd_mat))
     # an id VOC did not segment takes SBD's mask
     _, mask = ds.read_sample(ds.ids.index(S1))
-    assert ds.mask_source(S1) == tree.sbd_root / "cls" / f"{S1}.mat"
+    raw, source = ds.read_mask(S1)
+    assert source == tree.sbd_root / "cls" / f"{S1}.mat"
+    np.testing.assert_array_equal(raw, read_sbd_segmentation(source))
     np.testing.assert_array_equal(mask, read_sbd_segmentation(tree.sbd_root / "cls" / f"{S1}.mat"))
 
 
 def test_png_source_precedence_and_modes(tree: VOCSBDTree):
     ds = aug_dataset(tree, "png")
     aug = tree.voc_root / "SegmentationClassAug"
-    assert ds.mask_source(A3) == tree.voc_root / "SegmentationClass" / f"{A3}.png"
+    raw, source = ds.read_mask(A3)
+    assert source == tree.voc_root / "SegmentationClass" / f"{A3}.png"
+    np.testing.assert_array_equal(raw, read_index_mask(source))
     _, mask = ds.read_sample(ds.ids.index(A3))
     assert IGNORE in mask  # VOC's mask, not the band-free Aug PNG
     assert P_MODE_AUG_ID == S1
@@ -173,7 +179,7 @@ def test_xml_boxes_one_based_to_zero_based_parts_ignored(tree: VOCSBDTree):
     no_difficult = aug_dataset(tree, keep_difficult=False)
     assert no_difficult.boxes(A1) == [BoxAnnotation(PERSON, 10, 5, 19, 39)]
     dm = VOCDataModule(root=str(tree.voc_root), keep_difficult=False)
-    assert dm.boxes(A1) == [BoxAnnotation(PERSON, 10, 5, 19, 39)]
+    assert dm.dataset("train").boxes(A1) == [BoxAnnotation(PERSON, 10, 5, 19, 39)]
 
 
 def test_boxes_from_sbd_instances_without_xml(tree: VOCSBDTree):
@@ -200,7 +206,7 @@ def test_box_mask_in_batches(tree: VOCSBDTree):
     batch = next(iter(dm.val_dataloader()))
     assert batch["boxes"].shape == (2, 21, 64, 64)
     for b, sample_id in enumerate(batch["id"]):
-        expected = box_mask(dm.boxes(sample_id, "val"), 21, *SIZE)
+        expected = box_mask(dm.dataset("val").boxes(sample_id), 21, *SIZE)
         np.testing.assert_array_equal(batch["boxes"][b, :, : SIZE[0], : SIZE[1]].numpy(), expected)
 
 
@@ -219,13 +225,13 @@ def test_no_box_source_names_the_expected_files(fresh: VOCSBDTree):
 
 def test_check_mask_is_shared_by_voc_and_sbd(tree: VOCSBDTree, monkeypatch: pytest.MonkeyPatch):
     seen = []
-    original = voc_module.check_mask
+    original = voc_reader.check_mask
 
     def spy(mask, path, *args):
         seen.append(Path(path).name)
         return original(mask, path, *args)
 
-    monkeypatch.setattr(voc_module, "check_mask", spy)
+    monkeypatch.setattr(voc_reader, "check_mask", spy)
     ds = aug_dataset(tree)
     for sample_id in (A3, S1):
         ds.read_sample(ds.ids.index(sample_id))
