@@ -13,6 +13,7 @@ from torch import nn
 from segmend.losses import confidence_map, holder_optimal_weights, normalise_weights, weighted_sum
 from segmend.modules import ARMModule
 from segmend.nets.arm import ARM, LinearARM
+from tests.fixtures.batches import make_batch
 
 
 def arm_module(**kwargs) -> ARMModule:
@@ -20,13 +21,6 @@ def arm_module(**kwargs) -> ARMModule:
     module = ARMModule(num_classes=4, net=nn.Conv2d(3, 4, 3, padding=1), **kwargs)
     module.trainer = Trainer(max_steps=100, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     return module
-
-
-def batch(seed: int = 0) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.randint(0, 4, (2, 16, 16), generator=generator)
-    mask[:, :2] = 255
-    return {"image": torch.randn(2, 3, 16, 16, generator=generator), "mask": mask}
 
 
 def test_arm_has_exactly_53_parameters():
@@ -83,7 +77,7 @@ def test_negative_lr_group_holds_exactly_arms_parameters_and_ascends():
     assert not {id(p) for p in groups["net"]["params"]} & {id(p) for p in groups["arm"]["params"]}
 
     module.train()
-    data = batch()
+    data = make_batch(ignore_rows=2)
     for group in optimizer.param_groups:  # a larger step makes the change unmistakable
         group["lr"] = 50.0 * math.copysign(1.0, group["lr"])
     groups["net"]["lr"] = 0.0  # move ARM only, so the losses stay fixed
@@ -100,7 +94,7 @@ def test_negative_lr_group_holds_exactly_arms_parameters_and_ascends():
 def test_detached_confidence_sends_no_gradient_through_the_weights(detach: bool):
     module = arm_module(detach_confidence=detach, isolation_fraction=0.0)
     module.train()
-    data = batch()
+    data = make_batch(ignore_rows=2)
     logits = module(data["image"]).detach().requires_grad_(True)
     valid = data["mask"] != 255
     pixel = module.pixel_losses(logits, data["mask"]).detach()  # gradient only via the weights
@@ -112,7 +106,7 @@ def test_detached_confidence_sends_no_gradient_through_the_weights(detach: bool)
 def test_isolation_phase_trains_the_net_on_the_plain_loss():
     module = arm_module(isolation_fraction=0.5)
     module.train()
-    data = batch()
+    data = make_batch(ignore_rows=2)
     logits = module(data["image"])
     loss = module.compute_loss(logits, data)
     plain = nn.functional.cross_entropy(logits, data["mask"], ignore_index=255)
@@ -204,7 +198,7 @@ def test_arm_curve_logger_writes_plots(tiny_synthetic, tmp_path):
 def test_ohem_keeps_the_hard_pixels():
     module = arm_module(reweighting="ohem", ohem_threshold=0.7, ohem_min_kept=10)
     module.train()
-    data = batch()
+    data = make_batch(ignore_rows=2)
     logits = module(data["image"])
     loss = module.compute_loss(logits, data)
     valid = data["mask"] != 255

@@ -15,6 +15,7 @@ from segmend.losses.confidence import uncertainty_confidence
 from segmend.losses.pixel import cross_entropy_map, kl_uncertainty_map
 from segmend.modules import ARMModule
 from segmend.nets.uncertainty import UncertaintyHead
+from tests.fixtures.batches import make_batch
 from tests.fixtures.cli import REPO, fast_cli_args
 
 
@@ -24,13 +25,6 @@ def kl_module(**kwargs) -> ARMModule:
     module = ARMModule(num_classes=4, pixel_loss="kl", **kwargs)
     module.trainer = Trainer(max_steps=100, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     return module
-
-
-def batch(seed: int = 0, size: int = 16) -> dict:
-    generator = torch.Generator().manual_seed(seed)
-    mask = torch.randint(0, 4, (2, size, size), generator=generator)
-    mask[:, :2] = 255
-    return {"image": torch.randn(2, 3, size, size, generator=generator), "mask": mask}
 
 
 def test_kl_loss_is_ce_at_s_one_and_minimal_at_twice_the_ce():
@@ -66,7 +60,7 @@ def test_uncertainty_head_starts_at_s_one():
 def test_head_on_logits_shapes_groups_and_gradients():
     module = kl_module(reweighting="none")
     module.train()
-    data = batch()
+    data = make_batch(ignore_rows=2)
     logits = module(data["image"])
     assert module.log_uncertainty(logits).shape == (2, 1, 16, 16)
     groups = {g["name"]: g for g in module.parameter_groups()}
@@ -89,7 +83,7 @@ def test_head_reads_the_decoder_features_of_an_smp_net():
         reweighting="none",
     )
     assert module.uncertainty_head[0].in_channels == 32
-    data = batch(size=32)
+    data = make_batch(ignore_rows=2, size=32)
     logits = module(data["image"])
     log_s = module.log_uncertainty(logits)
     assert log_s.shape == (2, 1, 32, 32)
@@ -106,7 +100,7 @@ def test_predicted_s_is_what_arm_sees(detach: bool):
         module.uncertainty_head[-1].weight.normal_(0, 0.5)
     seen = []
     module.weight_map.register_forward_hook(lambda m, inputs, output: seen.append(inputs[0]))
-    data = batch()
+    data = make_batch(ignore_rows=2)
     logits = module(data["image"])
     log_s = module.log_uncertainty(logits)
     valid = data["mask"] != 255
@@ -125,7 +119,7 @@ def test_predicted_s_is_what_arm_sees(detach: bool):
 def test_kl_arm_full_loss_is_finite_and_trains_both():
     module = kl_module(confidence="uncertainty", isolation_fraction=0.0)
     module.train()
-    data = batch()
+    data = make_batch(ignore_rows=2)
     loss = module.compute_loss(module(data["image"]), data)
     assert math.isfinite(loss.item())
     loss.backward()

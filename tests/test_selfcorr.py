@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,13 @@ from segmend.modules import AncillaryModule, SelfCorrectionModule
 from segmend.modules.stages import TRAIN_SETS, plan_stages, run_self_correction
 from segmend.nets.box_attention import BoxAttentionNet, decoder_stages
 from segmend.nets.self_correction import alpha_schedule, em_fixed_labels, linear_self_correction
+from tests.fixtures.batches import make_batch
 
 C = 4
 SIZE = 32
 NET = {"net_kwargs": {"decoder_channels": 16}, "encoder_name": "tu-mobilenetv3_small_050"}
+#: Fake batches of F (with masks) and W (without) samples, all with box masks: ``box_batch(full=, weak=, seed=)``.
+box_batch = partial(make_batch, num_classes=C, size=SIZE, boxes=True)
 
 
 @pytest.fixture(autouse=True)
@@ -29,25 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def make_batch(full: int = 2, weak: int = 2, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    n = full + weak
-    mask = torch.randint(0, C, (n, SIZE, SIZE), generator=g)
-    boxes = torch.zeros(n, C, SIZE, SIZE)
-    boxes[:, 1, 4:20, 4:20] = 1
-    boxes[:, 2, 12:28, 12:28] = 1
-    boxes[:, 0] = (boxes[:, 1:].sum(1) == 0).float()
-    has_mask = torch.tensor([True] * full + [False] * weak)
-    mask[~has_mask] = 255
-    return {
-        "image": torch.randn(n, 3, SIZE, SIZE, generator=g),
-        "mask": mask,
-        "has_mask": has_mask,
-        "boxes": boxes,
-        "id": [str(i) for i in range(n)],
-    }
 
 
 def selfcorr(correction: str = "linear", **kwargs) -> SelfCorrectionModule:
@@ -78,7 +63,7 @@ def test_box_attention_gates_the_features_deeplabv3plus_reads():
     with pytest.raises(ValueError, match="out of range"):
         decoder_stages("DeepLabV3Plus", 6, (0,))
     net.eval()
-    batch = make_batch()
+    batch = box_batch(full=2, weak=2)
     out = net(batch["image"], batch["boxes"])
     moved = batch["boxes"].roll(8, dims=-1)
     assert out.shape == (4, C, SIZE, SIZE)
@@ -90,7 +75,7 @@ def test_box_attention_gates_the_features_deeplabv3plus_reads():
 def test_ancillary_module_trains_on_boxes_and_rejects_batches_without():
     torch.manual_seed(0)
     module = AncillaryModule(num_classes=C, **NET)
-    batch = make_batch(full=2, weak=2)
+    batch = box_batch(full=2, weak=2)
     loss = module.shared_step(batch, "train")
     loss.backward()
     assert torch.isfinite(loss)
@@ -126,7 +111,7 @@ def test_alpha_schedule_geometric_30_to_half():
 @pytest.mark.parametrize("correction", ["none", "linear", "conv", "em_fixed"])
 def test_q_carries_no_gradient(correction: str):
     module = selfcorr(correction).train()
-    batch = make_batch(full=0, weak=2)
+    batch = box_batch(full=0, weak=2)
     logits = torch.randn(2, C, SIZE, SIZE, requires_grad=True)
     anc = module.ancillary_logits(batch["image"], batch["boxes"]) if module.ancillary is not None else None
     q = module.soft_targets(logits, anc, batch["boxes"], alpha=2.0)
@@ -142,7 +127,7 @@ def test_q_carries_no_gradient(correction: str):
 
 
 def test_em_fixed_labels_stay_inside_boxes():
-    batch = make_batch(full=0, weak=1)
+    batch = box_batch(full=0, weak=1)
     logits = torch.zeros(1, C, SIZE, SIZE)
     logits[:, 3] = 10.0  # the model prefers class 3, which has no box
     labels = em_fixed_labels(logits, batch["boxes"])
@@ -165,15 +150,15 @@ def test_conv_self_correction_gets_gradient_only_from_full_samples():
     for m in module.modules():  # BN / dropout in eval: a sample's output must not depend on the others
         if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Dropout)):
             m.eval()
-    batch = make_batch(full=2, weak=2, seed=0)
+    batch = box_batch(full=2, weak=2, seed=0)
     grads = _sc_grads(module, batch)
     assert any(g.abs().sum() > 0 for g in grads)
-    other = make_batch(full=2, weak=2, seed=5)
+    other = box_batch(full=2, weak=2, seed=5)
     changed = dict(batch, image=torch.cat([batch["image"][:2], other["image"][2:]]))
     changed["boxes"] = torch.cat([batch["boxes"][:2], other["boxes"][2:].roll(5, dims=-1)])
     for g, h in zip(grads, _sc_grads(module, changed), strict=True):
         torch.testing.assert_close(g, h)  # W samples do not touch the SC net's gradient
-    weak_only = make_batch(full=0, weak=4)
+    weak_only = box_batch(full=0, weak=4)
     assert all(g.abs().sum() == 0 for g in _sc_grads(module, weak_only))
     assert [g["name"] for g in module.build_optimizer().param_groups] == ["primary", "self_correction"]
 
@@ -207,10 +192,10 @@ class TinySemiSup(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         weak = 0 if self.train_set in ("full", "half_full") else 2
-        return DataLoader(ListData([make_batch(4 - weak, weak, seed=i) for i in range(2)]), batch_size=4)
+        return DataLoader(ListData([box_batch(full=4 - weak, weak=weak, seed=i) for i in range(2)]), batch_size=4)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(ListData([make_batch(4, 0, seed=9)]), batch_size=4)
+        return DataLoader(ListData([box_batch(full=4, weak=0, seed=9)]), batch_size=4)
 
 
 def tiny_trainer(root: Path, callbacks: list | None = None, max_epochs: int = 2):
