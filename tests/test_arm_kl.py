@@ -10,13 +10,13 @@ import torch
 from lightning.pytorch import Trainer
 from torch import nn
 
-from segmend.cli import main
+from segmend.cli import SegmendCLI
 from segmend.losses.confidence import uncertainty_confidence
 from segmend.losses.pixel import cross_entropy_map, kl_uncertainty_map
 from segmend.modules import ARMModule
 from segmend.nets.uncertainty import UncertaintyHead
 from tests.fixtures.batches import make_batch
-from tests.fixtures.cli import REPO, fast_cli_args
+from tests.fixtures.cli import REPO, check_fit_metrics, fast_cli_args
 
 
 def kl_module(**kwargs) -> ARMModule:
@@ -135,4 +135,13 @@ def test_uncertainty_input_needs_the_kl_loss():
 def test_kl_arm_through_the_cli(tmp_path: Path, data_cache: Path):
     config = REPO / "configs" / "arm_synthetic_coarse.yaml"
     overrides = ["--model.init_args.pixel_loss=kl", "--model.init_args.confidence=uncertainty"]
-    main(["fit", *fast_cli_args(config, tmp_path, data_cache), *overrides])
+    cli = SegmendCLI(args=["fit", *fast_cli_args(config, tmp_path, data_cache), *overrides])
+    module = cli.model
+    assert (module.hparams.pixel_loss, module.hparams.confidence) == ("kl", "uncertainty")
+    check_fit_metrics(cli.trainer.callback_metrics, cli.datamodule.class_names)
+    # the uncertainty head's last layer starts at zero (s = 1): the fit's one step moved it
+    assert module.uncertainty_head[-1].weight.abs().sum() > 0
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 1 and saved["hyper_parameters"]["pixel_loss"] == "kl"
+    head = {key for key in saved["state_dict"] if key.startswith("uncertainty_head.")}
+    assert head == {f"uncertainty_head.{key}" for key in module.uncertainty_head.state_dict()}

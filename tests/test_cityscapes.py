@@ -33,6 +33,7 @@ from tests.fixtures.cityscapes import (
     write_annotation,
     write_image,
 )
+from tests.fixtures.cli import check_fit_metrics
 
 EVAL = partial(to_sample, eval_transform())
 N_PER_SPLIT = sum(IMAGES_PER_CITY)
@@ -328,10 +329,10 @@ def test_bad_instance_ids_and_polygons(own_tree: Path):
 
 @pytest.mark.parametrize(("classes", "annotation"), [("trainid19", "fine"), ("objects11", "coarse")])
 def test_fit_through_the_cli(tree: Path, tmp_path: Path, classes: str, annotation: str):
-    from segmend.cli import main
+    from segmend.cli import SegmendCLI
 
-    main(
-        [
+    cli = SegmendCLI(
+        args=[
             "fit",
             "--model=SegmentationModule",
             "--model.init_args.arch=Unet",
@@ -349,3 +350,7 @@ def test_fit_through_the_cli(tree: Path, tmp_path: Path, classes: str, annotatio
             "--trainer.enable_progress_bar=false",
         ]
     )
+    names = {"trainid19": TRAINID19_CLASSES, "objects11": OBJECTS11_CLASSES}[classes]
+    assert tuple(cli.datamodule.class_names) == names and cli.model.num_classes == len(names)
+    assert cli.trainer.global_step == 1
+    check_fit_metrics(cli.trainer.callback_metrics, names)

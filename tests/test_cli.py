@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,81 @@ import torch
 import yaml
 
 from segmend.cli import SegmendCLI, main
-from tests.fixtures.cli import CONFIGS, REPO, fast_cli_args
+from tests.fixtures.cli import CONFIGS, REPO, check_fit_metrics, fast_cli_args
+
+
+@dataclass(frozen=True)
+class Produces:
+    """What a fast_dev_run of a shipped config leaves behind, besides the metrics every fit logs.
+
+    Attributes:
+        files: Files written under the run folder (under fast_dev_run a staged fit keeps no checkpoints).
+        stages: Stages the runner runs, in order (none for a single fit).
+        waits: The message of a run that stops for people before any training (then nothing is logged).
+
+    """
+
+    files: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+    waits: str | None = None
+
+
+SINGLE_FIT = Produces(files=("checkpoints/last.ckpt",))
+ERROR_PIXEL = Produces(
+    files=("error/error_sweep/val.md", "detail/error_sweep/val.md"), stages=("semantic", "error", "detail")
+)
+SELF_CORRECTION = Produces(stages=("ancillary", "pretrain", "main"))
+PRODUCES = {
+    "arm_ade20k.yaml": SINGLE_FIT,
+    "arm_cityscapes_coarse.yaml": SINGLE_FIT,
+    "arm_cityscapes_fine.yaml": SINGLE_FIT,
+    "arm_synthetic_coarse.yaml": SINGLE_FIT,
+    "baseline_synthetic.yaml": Produces(files=("checkpoints/last.ckpt", "images/val_predictions_epoch000.png")),
+    "errorpix_ade20k.yaml": ERROR_PIXEL,
+    "errorpix_cityscapes.yaml": ERROR_PIXEL,
+    "errorpix_synthetic.yaml": ERROR_PIXEL,
+    "mad_synthetic.yaml": Produces(
+        files=("mad/state.json", "mad/report.md", "mad/round_0/metrics.json", "mad/round_1/metrics.json"),
+        stages=("mad_competitor_0_FPN-resnet18", "mad_competitor_1_Unet-resnet18", "mad_target"),
+    ),
+    "mad_voc.yaml": Produces(
+        files=("mad/state.json", "mad/round_0/candidates.json", "mad/round_0/stats.npz", "mad/round_0/README.txt"),
+        waits="round 0 waits for weak scores",
+    ),
+    "selfcorr_cityscapes.yaml": SELF_CORRECTION,
+    "selfcorr_synthetic.yaml": SELF_CORRECTION,
+    "selfcorr_voc.yaml": SELF_CORRECTION,
+}
+
+
+def test_every_shipped_config_says_what_it_produces():
+    assert sorted(PRODUCES) == [path.name for path in CONFIGS]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_config_fast_dev_run(config: Path, tmp_path: Path, data_cache: Path):
-    main(["fit", *fast_cli_args(config, tmp_path, data_cache)])
+def test_config_fast_dev_run(
+    config: Path, tmp_path: Path, data_cache: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+):
+    expected = PRODUCES[config.name]
+    with caplog.at_level(logging.INFO):
+        cli = SegmendCLI(args=["fit", *fast_cli_args(config, tmp_path, data_cache)])
+    out = capsys.readouterr().out
+    for number, stage in enumerate(expected.stages, start=1):
+        assert f"segmend: stage {number} '{stage}'" in caplog.text, stage
+    for name in expected.files:
+        path = tmp_path / name
+        assert path.is_file() and path.stat().st_size > 0, (name, sorted(p.name for p in tmp_path.rglob("*")))
+        if path.suffix == ".ckpt":  # the one fast_dev_run step, and the weights of the model that ran
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            assert saved["global_step"] == 1
+            assert saved["state_dict"].keys() == cli.model.state_dict().keys()
+    if expected.waits is not None:
+        assert f"segmend: the run stopped: {expected.waits}" in out, out[-2000:]
+        return
+    # the last fit (a staged run's last stage) logged a finite loss and the validation metrics of every class
+    check_fit_metrics(cli.trainer.callback_metrics, cli.datamodule.class_names)
+    assert cli.trainer.global_step >= 1
+    assert "Final validation: val/mIoU" in out
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
@@ -41,6 +112,8 @@ def test_lightning_console_script_runs_fit(tmp_path: Path, data_cache: Path):
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Final validation: val/mIoU" in result.stdout, result.stdout[-2000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 def _fit_with_saved_config(tmp_path: Path, data_cache: Path, extra: list[str]) -> dict:
@@ -101,3 +174,4 @@ def test_any_nn_module_as_net_by_class_path(tmp_path: Path, data_cache: Path):
     cli = SegmendCLI(args=[*fast_cli_args(config, tmp_path, data_cache), f"--model.init_args.net={net}"], run=False)
     assert isinstance(cli.model.net, torch.nn.Conv2d)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    check_fit_metrics(cli.trainer.callback_metrics, cli.datamodule.class_names)
