@@ -2,6 +2,7 @@ import colorsys
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 from segmend.datamodules import synthetic_scenes as ss
 from segmend.datamodules.synthetic_scenes import (
@@ -13,6 +14,8 @@ from segmend.datamodules.synthetic_scenes import (
     render_scene,
     scene_rng,
 )
+
+from segmend.losses.pixel import cross_entropy_map
 
 N_SCENES = 50
 SIZE = 128
@@ -54,9 +57,24 @@ def test_different_index_seed_or_split_gives_different_images() -> None:
         assert not np.array_equal(ref, render_scene(other).image)
 
 
-def test_class_names_and_ignore_index() -> None:
-    assert len(CLASS_NAMES) == 6 and CLASS_NAMES[0] == "background"
-    assert IGNORE_INDEX == 255
+def test_labels_index_class_names_with_the_background_where_no_object_is(train_scenes: list[Scene]) -> None:
+    background = CLASS_NAMES.index("background")
+    for scene in train_scenes:
+        covered = np.zeros(scene.mask.shape, dtype=bool)
+        for inst in scene.instances:
+            assert background < inst.label < len(CLASS_NAMES)  # an object is one of the named classes
+            x0, y0, x1, y1 = inst.box
+            covered[y0 : y1 + 1, x0 : x1 + 1] = True
+        assert (scene.mask[~covered] == background).all()  # every pixel outside all objects is background
+
+
+def test_the_coarse_ignore_band_is_what_segmends_losses_skip(train_scenes: list[Scene]) -> None:
+    logits = torch.randn(1, len(CLASS_NAMES), SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    for scene in train_scenes[:10]:
+        ignored = scene.coarse == IGNORE_INDEX
+        assert ignored.any()
+        loss = cross_entropy_map(logits, torch.from_numpy(scene.coarse).long()[None])[0]
+        np.testing.assert_array_equal((loss == 0).numpy(), ignored)  # no loss exactly on the band
 
 
 @pytest.mark.parametrize("size", [32, 64, 96, 128])
