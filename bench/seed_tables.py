@@ -51,9 +51,16 @@ def per_seed(text: str) -> str:
     return text.replace(" rounds)", " seeds)")
 
 
-def claim_verdict(differences: list[float], subject: str = "ours") -> str:
-    """Whether a paper's "``subject`` is higher" claim reproduces: by the paired interval's side of 0."""
+def claim_verdict(differences: list[float], subject: str = "ours", paper_effect: float | None = None) -> str:
+    """Whether a paper's "``subject`` is higher" claim reproduces: by the paired interval's side of 0.
+
+    With the paper's own difference (``paper_effect``, in the units of ``differences``), an interval
+    that lies wholly below it also says that the paper's size of the effect does not reproduce.
+    """
     if len(differences) < 2:
         return "not resolved (fewer than 2 seeds)"
-    side = difference_interval(differences).side(0.0)
-    return {1: "reproduces", -1: f"does not reproduce ({subject} is lower)", 0: "not resolved"}[side]
+    interval = difference_interval(differences)
+    verdict = {1: "reproduces", -1: f"does not reproduce ({subject} is lower)", 0: "not resolved"}[interval.side(0.0)]
+    if paper_effect is not None and interval.side(paper_effect) == -1:
+        verdict += f"; the paper's {paper_effect:+.2f} lies above the interval, so its size does not reproduce"
+    return verdict
