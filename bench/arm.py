@@ -30,9 +30,9 @@ import arm_ablation
 import provenance
 import torch
 from lightning.pytorch import seed_everything
-from segmend.datamodules import SyntheticDataModule
 from verdicts import comparison, ratio_interval, target_verdict
 
+from segmend.datamodules import SyntheticDataModule
 from segmend.modules import ARMModule, SegmentationModule
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "arm_overhead.md"

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from segmend.datamodules import SyntheticDataModule
 
+from segmend.datamodules import SyntheticDataModule
 from segmend.losses import holder_optimal_weights
 from segmend.modules import ARMModule
 from segmend.optim import WarmupStepLR

@@ -36,6 +36,10 @@ import numpy as np
 import provenance
 from albumentations.augmentations.geometric import functional as fgeometric
 from PIL import Image
+from verdicts import comparison, difference_interval, ratio_interval
+
+from segmend.datamodules.image_io import read_image
+from segmend.datamodules.label_files import IGNORE_INDEX
 from segmend.datamodules.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -43,10 +47,7 @@ from segmend.datamodules.transforms import (
     to_sample,
     train_transform,
 )
-from segmend.datamodules.image_io import read_image
-from segmend.datamodules.label_files import IGNORE_INDEX
 from segmend.datamodules.voc_format import read_index_mask, write_palette_mask
-from verdicts import comparison, difference_interval, ratio_interval
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "data.md"
 JSON = RESULTS.with_name("data_runs.json")

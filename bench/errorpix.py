@@ -45,9 +45,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from segmend.datamodules import SyntheticDataModule
 
 from segmend.checkpoints import read_weights
+from segmend.datamodules import SyntheticDataModule
 from segmend.metrics import segmentation_metrics
 from segmend.metrics.error_pixel import ErrorThresholdSweep
 from segmend.modules import ErrorPixelModule, GAUDecoderModule, LayerCascadeModule, SegmentationModule

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import seed_everything
+
 from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_pool import (
     CompetitorCache,
@@ -41,9 +42,8 @@ from segmend.callbacks.mad_pool import (
     predict_maps,
     target_probabilities,
 )
-from segmend.datamodules import SyntheticDataModule
-
 from segmend.checkpoints import read_weights
+from segmend.datamodules import SyntheticDataModule
 from segmend.mad import PoolStats, acquire, content_bounds, select_candidates
 from segmend.mad.oracle import SimulatedOracle
 from segmend.mad.state import MADState

@@ -39,9 +39,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Trainer, seed_everything
-from segmend.datamodules import SemiSupervisedSyntheticDataModule
 
 from segmend.checkpoints import read_weights
+from segmend.datamodules import SemiSupervisedSyntheticDataModule
 from segmend.modules import AncillaryModule, SegmentationModule, SelfCorrectionModule
 from segmend.modules.stages import run_self_correction
 from segmend.optim import PolyLR

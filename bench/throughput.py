@@ -50,10 +50,10 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from provenance import code_state
-from segmend.datamodules import SyntheticDataModule
 from torch import nn
 from verdicts import MET, NOT_MET, NOT_RESOLVED, difference_interval, ratio_interval, target_verdict
 
+from segmend.datamodules import SyntheticDataModule
 from segmend.modules import SegmentationModule
 from segmend.optim import PolyLR
 from segmend.precision import auto_precision

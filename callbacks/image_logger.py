@@ -11,10 +11,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from PIL import Image
-from segmend.datamodules.voc_format import voc_palette
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from segmend.datamodules.voc_format import voc_palette
 from segmend.viz import denormalize, overlay_grid
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+
 from segmend.callbacks.mad_pool import (
     CompetitorCache,
     ErrorMassScorer,
@@ -37,7 +38,6 @@ from segmend.callbacks.mad_pool import (
 )
 from segmend.callbacks.mad_round import MADRoundSteps
 from segmend.callbacks.mad_stages import MADStages
-
 from segmend.mad import (
     STRATEGIES,
     PoolStats,

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
-from segmend.datamodules.pool import collate_skip_none
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from segmend.checkpoints import read_weights
+from segmend.datamodules.pool import collate_skip_none
 from segmend.frozen import FrozenModel
 from segmend.mad import ImageStats, batch_discrepancy, class_fractions, mean_pixel_entropy
 from segmend.mad.files import id_path

@@ -19,10 +19,10 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
+
 from segmend.callbacks.mad_pool import CompetitorCache, PoolSource, dataset_miou, predict_maps
 from segmend.datamodules.image_io import read_image
 from segmend.datamodules.voc_format import voc_palette
-
 from segmend.mad import mean_opinion_scores
 from segmend.mad.files import atomic_write_bytes
 from segmend.mad.report import GRID_NAME, per_image_miou, write_report

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
 from segmend.callbacks.mad_pool import CompetitorCache, PoolSource, dataset_miou, iterate_shard, predict_maps
 from segmend.callbacks.mad_report import report_round, test_scores
-
 from segmend.mad import (
     ContentBounds,
     PoolStats,

@@ -13,11 +13,11 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from segmend.datamodules.image_io import IMAGE_EXTENSIONS
-from segmend.datamodules.voc_format import voc_palette, write_palette_mask
 from torch import Tensor
 from torch.nn import functional as F
 
+from segmend.datamodules.image_io import IMAGE_EXTENSIONS
+from segmend.datamodules.voc_format import voc_palette, write_palette_mask
 from segmend.viz import blend, colorize, denormalize
 
 #: Extensions removed from sample ids to name the written files (``street/0001.jpg`` -> ``street/0001.png``).

@@ -34,7 +34,6 @@ from segmend.datamodules.transforms import eval_transform, to_sample, train_tran
 from segmend.datamodules.voc_format import voc_palette
 from segmend.hparams import LoggedHyperparameters
 
-
 #: The split of the labelled images added with :meth:`SegmentationDataModule.add_labelled`.
 EXTRA = "extra"
 

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.errors import DataFormatError, missing_data_error
-from segmend.datamodules.label_files import IGNORE_INDEX
 from segmend.datamodules.image_io import IMAGE_EXTENSIONS, read_image
+from segmend.datamodules.label_files import IGNORE_INDEX
 from segmend.datamodules.pool_scan import (
     NUM_EXAMPLES,
     PHOTO_EXTENSIONS,

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
+from torch.utils.data import Dataset
+
 from segmend.datamodules import synthetic_scenes
 from segmend.datamodules.base import SegmentationDataModule
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
-from segmend.datamodules.voc_reader import VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, write_palette_mask, write_voc_xml
-from torch.utils.data import Dataset
+from segmend.datamodules.voc_reader import VOCSegmentationDataset
 
 GENERATOR_VERSION = 1
 MARKER = "segmend_synthetic.json"

@@ -9,6 +9,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+
 from segmend.datamodules.label_files import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -28,7 +28,6 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_synthetic(data_cache: Path):
     """A SyntheticDataModule over a handful of 64-px scenes (:data:`tests.fixtures.data.TINY_SYNTHETIC`)."""
     from segmend.datamodules import SyntheticDataModule
-
     from tests.fixtures.data import TINY_SYNTHETIC
 
     return SyntheticDataModule(cache_dir=str(data_cache), **TINY_SYNTHETIC)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import segmend.datamodules.ade20k as ade20k
 import torch
 from PIL import Image
+
+import segmend.datamodules.ade20k as ade20k
 from segmend.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule, ADE20KDataset
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc_format import DataFormatError
-
 from tests.fixtures.ade20k import H, W, make_ade
 
 

@@ -177,6 +177,7 @@ def test_warmup_step_schedule_follows_the_paper():
 
 def test_arm_curve_logger_writes_plots(tiny_synthetic, tmp_path):
     from lightning.pytorch.loggers import CSVLogger
+
     from segmend.callbacks import ARMCurveLogger
 
     module = ARMModule(num_classes=6, net=nn.Conv2d(3, 6, 3, padding=1), isolation_fraction=0.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc import VOCSegmentationDataset
 from segmend.datamodules.voc_format import DataFormatError, write_palette_mask

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets import Cityscapes as TorchvisionCityscapes
+
 from segmend.datamodules.cityscapes import CityscapesDataModule, CityscapesDataset
 from segmend.datamodules.cityscapes_format import (
     LABELS,
@@ -22,8 +24,6 @@ from segmend.datamodules.cityscapes_format import (
 from segmend.datamodules.image_io import read_image
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc_format import BoxAnnotation, DataFormatError, box_mask
-from torchvision.datasets import Cityscapes as TorchvisionCityscapes
-
 from tests.fixtures.cityscapes import (
     CITIES,
     IMAGES_PER_CITY,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from segmend.datamodules.base import SegmentationDataModule
+
+from segmend.datamodules.base import SegmentationDataModule, batch_split
 from segmend.datamodules.errors import DataFormatError, DatasetNotFoundError, missing_data_error
 from segmend.datamodules.extra_labels import LabelledFilesDataset
 from segmend.datamodules.label_files import check_label_size, read_label_png
-from segmend.datamodules.base import batch_split
 from segmend.datamodules.pool import check_verify
 from segmend.datamodules.sbd import check_aug_source
 from segmend.datamodules.transforms import eval_transform, to_sample

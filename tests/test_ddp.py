@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from lightning.pytorch import Callback, LightningModule, Trainer
-from segmend.datamodules import SyntheticDataModule
 
 from segmend.cli import main
+from segmend.datamodules import SyntheticDataModule
 from segmend.modules import SegmentationModule
 from tests.fixtures.cli import REPO, fast_cli_args
 from tests.fixtures.data import TINY_SYNTHETIC

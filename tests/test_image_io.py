@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+
 from segmend.datamodules.image_io import (
     ALPHA_BACKGROUND,
     IMAGE_EXTENSIONS,

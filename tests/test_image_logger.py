@@ -10,10 +10,10 @@ import wandb
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
-from segmend.callbacks import SegmentationImageLogger
-from segmend.datamodules.voc_format import voc_palette
 from torch import nn
 
+from segmend.callbacks import SegmentationImageLogger
+from segmend.datamodules.voc_format import voc_palette
 from segmend.modules import SegmentationModule
 from segmend.viz import overlay_grid
 from segmend.viz.overlay import IGNORE_COLOR, SWATCH_BORDER, legend_entries

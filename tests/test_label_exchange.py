@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from segmend.datamodules.image_io import read_image
 from segmend.datamodules.voc_format import read_index_mask
-
 from segmend.mad.files import MADFileError, ids_in
 from segmend.mad.human_files import read_label_mask
 from segmend.mad.label_exchange import (

@@ -10,9 +10,9 @@ import wandb
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
-from segmend.datamodules import SyntheticDataModule
 
 from segmend.cli import main
+from segmend.datamodules import SyntheticDataModule
 from segmend.loggers import WandbLogger
 from segmend.modules import SegmentationModule
 from tests.fixtures.cli import REPO, fast_cli_args

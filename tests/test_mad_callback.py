@@ -14,12 +14,12 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 from PIL import Image
+
 from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_pool import CompetitorCache
 from segmend.callbacks.mad_round import MADRoundSteps, validation_source
-from segmend.datamodules import ImageFolderPoolDataModule, SyntheticDataModule
-
 from segmend.cli import main
+from segmend.datamodules import ImageFolderPoolDataModule, SyntheticDataModule
 from segmend.mad.human_files import write_label_mask, write_rater_scores
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import SimulatedOracle

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import seed_everything
+
 from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_pool import PoolSource, dataset_miou, predict_maps
 from segmend.datamodules import SyntheticDataModule
-
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import SimulatedOracle
 from segmend.mad.state import PHASES, MADState

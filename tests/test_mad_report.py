@@ -13,11 +13,11 @@ import pytest
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
+
 from segmend.callbacks.mad_pool import CompetitorCache, PoolSource
 from segmend.callbacks.mad_report import TABLE_KEY, report_round
 from segmend.datamodules import ImageFolderPool
 from segmend.datamodules.voc import VOC_CLASSES
-
 from segmend.mad import Selection, annotation_cost
 from segmend.mad.human_files import write_label_mask
 from segmend.mad.report import (

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from segmend.datamodules import SyntheticDataModule
-from segmend.datamodules.voc_format import read_index_mask, voc_palette
 
 from segmend.cli import main
 from segmend.commands.status import main as status_main
+from segmend.datamodules import SyntheticDataModule
+from segmend.datamodules.voc_format import read_index_mask, voc_palette
 from segmend.mad.human_files import write_label_mask, write_rater_scores
 from segmend.mad.label_exchange import MASKS_DIR, export_labels, export_names
 from segmend.mad.layout import MADLayout

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from segmend.callbacks import MADTroubleshooting
 from segmend.callbacks.mad_stages import load_target_weights
-
 from segmend.cli import main
 from segmend.mad.layout import MADLayout
 from segmend.mad.state import MADState

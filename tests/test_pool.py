@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from segmend.datamodules.pool import (
     LOAD_FAILURE,
     ImageFolderPool,
@@ -18,7 +19,6 @@ from segmend.datamodules.pool import (
     collate_skip_none,
 )
 from segmend.datamodules.voc_format import DataFormatError
-
 from tests.fixtures.pool import BAD, GOOD, make_pool
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from segmend.callbacks import SegmentationPredictionWriter
+from segmend.cli import SegmendCLI, main
 from segmend.datamodules import SyntheticDataModule
 from segmend.datamodules.image_io import read_image
 from segmend.datamodules.pool import ImageFolderPool
 from segmend.datamodules.transforms import eval_transform, to_sample
-
-from segmend.cli import SegmendCLI, main
 from segmend.modules import SegmentationModule
 from tests.fixtures.cli import REPO, fast_cli_args
 from tests.fixtures.data import TINY_SYNTHETIC

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from segmend.datamodules.voc_format import voc_palette
 
+from segmend.datamodules.voc_format import voc_palette
 from segmend.mad import OUT_OF_DOMAIN
 from segmend.mad.human_files import read_rater_scores, write_rater_scores
 from segmend.mad.layout import MADLayout

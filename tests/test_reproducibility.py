@@ -14,9 +14,9 @@ import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+
 from segmend.datamodules import SemiSupervisedSyntheticDataModule, SyntheticDataModule, VOCSegmentationDataset
 from segmend.datamodules.seeding import EpochShuffleSampler, SeededIndex, UnrepeatedDistributedSampler
-
 from segmend.modules import SegmentationModule
 from tests.fixtures.data import TINY_SYNTHETIC
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer
-from segmend.datamodules.voc_format import BoxAnnotation, box_mask
 from torch.utils.data import DataLoader, Dataset
 
+from segmend.datamodules.voc_format import BoxAnnotation, box_mask
 from segmend.modules import AncillaryModule, SelfCorrectionModule
 from segmend.modules.stages import TRAIN_SETS, plan_stages, run_self_correction
 from segmend.nets.box_attention import BoxAttentionNet, decoder_stages

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from segmend.datamodules.semisup import SemiSupervisedVOCDataModule, split_fully_and_weakly_supervised
 from segmend.datamodules.voc_format import DataFormatError, box_mask
-
 from tests.fixtures.batches import train_batches
 from tests.fixtures.voc import TRAIN_AUG, VOC_TRAIN, VOCSBDTree, make_voc_sbd
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from segmend.datamodules.base import merge_batches
 from segmend.datamodules.semisup import SemiSupervisedCityscapesDataModule, SemiSupervisedSyntheticDataModule
-
 from tests.fixtures.batches import train_batches
 from tests.fixtures.cityscapes import make_cityscapes
 from tests.fixtures.data import TINY_SYNTHETIC

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
 from segmend.datamodules import SyntheticDataModule
 from segmend.datamodules.synthetic_scenes import CLASS_NAMES, render_scene, scene_rng
 from segmend.datamodules.voc_format import parse_voc_xml
-
 from tests.fixtures.data import TINY_SYNTHETIC
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+
 from segmend.datamodules import synthetic_scenes as ss
 from segmend.datamodules.synthetic_scenes import (
     CLASS_NAMES,
@@ -14,7 +15,6 @@ from segmend.datamodules.synthetic_scenes import (
     render_scene,
     scene_rng,
 )
-
 from segmend.losses.pixel import cross_entropy_map
 
 N_SCENES = 50

@@ -6,6 +6,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import pytest
+
 from segmend.datamodules.transforms import RandomScaleCrop, to_sample, train_transform
 from segmend.datamodules.voc_format import voc_palette
 

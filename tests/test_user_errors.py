@@ -24,10 +24,10 @@ import torch
 from huggingface_hub import constants as hf_constants
 from lightning.pytorch import Trainer
 from safetensors.torch import save_file
-from segmend.datamodules import SyntheticDataModule, VOCDataModule
-from segmend.datamodules.semisup import SemiSupervisedVOCDataModule
 from torch import nn
 
+from segmend.datamodules import SyntheticDataModule, VOCDataModule
+from segmend.datamodules.semisup import SemiSupervisedVOCDataModule
 from segmend.modules import SegmentationModule
 from segmend.nets.factory import build_smp_net, cached_encoder_weights, input_size_divisor
 from tests.fixtures.voc import VOCSBDTree, make_voc_sbd

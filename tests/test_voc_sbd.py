@@ -10,12 +10,12 @@ import pytest
 import scipy.io
 import torchvision
 from PIL import Image
+
 from segmend.datamodules import voc_reader  # where VOC and SBD readers look check_mask up
 from segmend.datamodules.sbd import SBDDataset, VOCAugDataset, read_sbd_segmentation, train_aug_ids
 from segmend.datamodules.transforms import eval_transform, to_sample
 from segmend.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 from segmend.datamodules.voc_format import BoxAnnotation, DataFormatError, box_mask, read_index_mask
-
 from tests.fixtures.voc import (
     P_MODE_AUG_ID,
     SBD_TRAIN,
