@@ -149,11 +149,17 @@ def table2_rows(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
 
 
 def comparison_rows(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
-    """MAD against every other variant, paired by seed, after one round (the paper's Table 2) and after all."""
+    """MAD against every other variant, and each other strategy against the control, paired by seed.
+
+    After one round (the paper's Table 2) and after all rounds.
+    """
     rows = ["| comparison | after 1 round | after " + str(rounds) + " rounds |", "|---|---|---|"]
-    for baseline in VARIANTS[1:]:
-        cells = [difference_cell(paired_gain(seeds, "mad", baseline, k), "MAD", baseline)[1] for k in (1, rounds)]
-        rows.append(f"| MAD − {baseline} | " + " | ".join(cells) + " |")
+    pairs = [("mad", baseline) for baseline in VARIANTS[1:]]
+    pairs += [(strategy, "no_new_labels") for strategy in STRATEGIES if strategy != "mad"]  # do any labels help?
+    for subject, baseline in pairs:
+        name = "MAD" if subject == "mad" else subject
+        cells = [difference_cell(paired_gain(seeds, subject, baseline, k), name, baseline)[1] for k in (1, rounds)]
+        rows.append(f"| {name} − {baseline} | " + " | ".join(cells) + " |")
     return rows
 
 
