@@ -312,6 +312,8 @@ def tables_section(seeds: dict[str, dict[str, Any]]) -> list[str]:
     codes = ", ".join(dict.fromkeys(record["code"] for record in seeds.values()))
     machines = "; ".join(dict.fromkeys(record["machine"] for record in seeds.values()))
     return [
+        "## Tables: how they were run",
+        "",
         f"Tables part: {commands} on {machines}; code {codes}; seeds {', '.join(seeds)} ({len(seeds)}).",
         "",
         f"Regime: {first['regime']}.",
