@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from segmend.frozen import trainable_parameters
+from segmend.init_streams import own_stream
 from segmend.losses.confidence import confidence_map, uncertainty_confidence
 from segmend.losses.pixel import cross_entropy_map, gce_map, kl_uncertainty_map
 from segmend.losses.reweighting import LossByConfidence, normalise_weights, weighted_sum
@@ -108,7 +109,8 @@ class ARMModule(SegmentationModule):
         """Build the network and the weight mapping."""
         super().configure_models()
         hp = self.hparams
-        self.weight_map = ARM() if hp.reweighting == "arm" else LinearARM(hp.linear_k, hp.linear_b)
+        with own_stream("weight_map"):  # CE and ARM of one seed keep the same net and global stream
+            self.weight_map = ARM() if hp.reweighting == "arm" else LinearARM(hp.linear_k, hp.linear_b)
         self.loss_by_confidence = LossByConfidence()
         self.track_loss_by_confidence = False  # switched on by ARMCurveLogger; costs a histogram per step
         self.last_weight_map: Tensor | None = None
@@ -117,7 +119,8 @@ class ARMModule(SegmentationModule):
         if hp.pixel_loss == "kl":
             channels = head_input_channels(self.net)  # smp net: the decoder features entering the class head
             self._uncertainty_tap = HeadInput("decoder" if channels is not None else "logits")
-            self.uncertainty_head = UncertaintyHead(channels or self.num_classes, hp.uncertainty_hidden)
+            with own_stream("uncertainty_head"):
+                self.uncertainty_head = UncertaintyHead(channels or self.num_classes, hp.uncertainty_hidden)
 
     def forward_features(self, image: Tensor, boxes: Tensor | None = None) -> SegmentationFeatures:
         """The base class's features; with an uncertainty head, also kept for :meth:`log_uncertainty`."""

@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from segmend.frozen import trainable_parameters
 from segmend.hparams import LoggedHyperparameters
+from segmend.init_streams import own_stream
 from segmend.memory import tune_cpu_allocator
 from segmend.metrics import segmentation_metrics
 from segmend.nets.aux_head import AUX_STAGE, FCNHead
@@ -175,7 +176,8 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
                 "aux_weight > 0 needs a segmentation-models-pytorch net (or a net wrapping one, such as "
                 f"BoxAttentionNet) to take encoder features from; got {type(self.net).__name__}. Set aux_weight: 0."
             )
-        self.aux_head = FCNHead(channels[AUX_STAGE], self.num_classes)
+        with own_stream("aux_head"):  # the same head whatever a subclass built before it
+            self.aux_head = FCNHead(channels[AUX_STAGE], self.num_classes)
 
     def aux_loss(self, batch: dict[str, Any], features: SegmentationFeatures | None = None) -> Tensor | None:
         """Cross-entropy of the auxiliary head on ``features.encoder[AUX_STAGE]``, or ``None``.
