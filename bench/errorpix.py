@@ -33,7 +33,6 @@ to the semantic branch's (the paper: 0.05 s and 0.28 s against DeepLabV3+'s 0.38
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -66,8 +65,8 @@ from errorpix_report import (  # noqa: E402
     strip_option,
     write_report,
 )
+from harness import SeedResults, save_json  # noqa: E402
 from provenance import check_checkout, code_state, command_line, machine  # noqa: E402
-from seed_tables import load_json, save_json  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -220,27 +219,19 @@ class SeedRuns:
 
     def __init__(self, seed: int, regime: Regime, work: Path, results: Path) -> None:
         self.seed, self.regime, self.folder = seed, regime, work / f"seed{seed}"
-        self.json_path = results / f"seed{seed}.json"
-        as_saved = json.loads(json.dumps(asdict(regime)))
-        self.results = load_json(self.json_path) or {"regime": as_saved, "variants": {}}
-        if self.results["regime"] != as_saved:
-            raise ValueError(
-                f"{self.json_path} holds runs of another regime {self.results['regime']}; give another --results folder."
-            )
+        self.results = SeedResults(results / f"seed{seed}.json", asdict(regime), "bench/errorpix.py", seed)
         self.data, self.test = train_data(regime), test_data(regime)
         self.classes = {"num_classes": self.data.num_classes, "class_names": self.data.class_names}
 
     @property
     def done(self) -> dict[str, Any]:
         """This seed's finished variants."""
-        return self.results["variants"]
+        return self.results.variants
 
     def record(self, variant: str, result: dict[str, Any], started: float) -> None:
         """Store a variant's result (with its wall time) and write the JSON."""
         result["seconds"] = round(time.time() - started, 1)
-        self.done[variant] = result
-        self.results.update(machine=machine(), code=code_state(), command=command_line("bench/errorpix.py"))
-        save_json(self.results, self.json_path)
+        self.results.record(variant, result)
         print(f"seed {self.seed} {variant}: mIoU {result['mIoU']:.4f} ({result['seconds']} s)", flush=True)
 
     @property
@@ -304,7 +295,7 @@ class SeedRuns:
 
     def diagnose(self, variant: str) -> None:
         """Store :func:`diagnose` of a trained error-pixel variant under ``diagnostics`` (skipped when done or untrained)."""
-        done = self.results.setdefault("diagnostics", {})
+        done = self.results.data.setdefault("diagnostics", {})
         final = self.folder / variant / "detail" / "final.ckpt"
         if variant in done or not final.is_file():
             return
@@ -314,7 +305,7 @@ class SeedRuns:
         module.load_state_dict(read_weights(final, prefix="").state_dict)
         done[variant] = diagnose(module, self.test)
         done[variant]["code"] = code_state()
-        save_json(self.results, self.json_path)
+        self.results.save()
         print(f"seed {self.seed} {variant} diagnosed: {done[variant]}", flush=True)
 
     def run(self, variants: list[str]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_tables import (  # noqa: E402
+from harness import (  # noqa: E402
     claim_verdict,
     difference_cell,
     load_json,

@@ -51,9 +51,9 @@ from segmend.modules import ErrorPixelModule, SegmentationModule
 from segmend.runs import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import SeedResults, load_json, save_json, sweep  # noqa: E402
 from mad_report import RUNS, STRATEGIES, write_report  # noqa: E402
 from provenance import check_checkout, code_state, command_line, machine  # noqa: E402
-from seed_tables import load_json, save_json  # noqa: E402
 
 QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 COMPETITORS = (("fpn", "FPN"), ("unet", "Unet"))
@@ -303,18 +303,7 @@ class SeedRuns:
         self.models = work / f"models-{digest(regime.training())}" / f"seed{seed}"
         self.folder = work / f"regime-{digest(asdict(regime))}" / f"seed{seed}"
         self.cache = work / "data"
-        self.results_file = results / f"seed{seed}.json"
-        self.record = load_json(self.results_file) or {"seed": seed, "regime": asdict(regime), "variants": {}}
-        if self.record["regime"] != asdict(regime):
-            raise SystemExit(
-                f"{self.results_file} holds results of another regime ({self.record['regime']}); this run's is "
-                f"{asdict(regime)}. Give other --results and --work folders, or delete the file."
-            )
-
-    def save(self) -> None:
-        """Write the seed's results (atomically), with where they came from."""
-        self.record.update(machine=machine(), code=code_state(), command=command_line("bench/mad.py"))
-        save_json(self.record, self.results_file)
+        self.results = SeedResults(results / f"seed{seed}.json", asdict(regime), "bench/mad.py", seed)
 
     def train(self, name: str, arch: str) -> Path:
         """A model trained from random init on the training split (skipped when its checkpoint exists)."""
@@ -408,21 +397,15 @@ class SeedRuns:
         checkpoints.update({name: self.train(name, arch) for name, arch in COMPETITORS})
         if "error_mass" in variants:
             checkpoints["error"] = self.train_error_branch(checkpoints["target"])
-        if "models" not in self.record:  # every model before fine-tuning on the held-out images (val: the loop's)
-            self.record["models"] = {
+        if "models" not in self.results.data:  # every model before fine-tuning on the held-out images (val: the loop's)
+            self.results.data["models"] = {
                 name: {"held_out": self.score(checkpoints[name], "held_out")}
                 for name in ("target", *(name for name, _ in COMPETITORS))
             }
-            self.save()
-        for variant in variants:
-            if variant in self.record["variants"]:
-                continue
-            print(f"seed {self.seed}: {variant}", flush=True)
-            result = (
-                self.run_control(checkpoints) if variant == "no_new_labels" else self.run_strategy(variant, checkpoints)
-            )
-            self.record["variants"][variant] = result
-            self.save()
+            self.results.save()
+        runs = {"no_new_labels": lambda: self.run_control(checkpoints)}
+        plan = [(v, runs.get(v, lambda v=v: self.run_strategy(v, checkpoints))) for v in variants]
+        sweep(self.results, plan)
 
 
 def tables(args: argparse.Namespace) -> None:

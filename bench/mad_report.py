@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seed_tables import claim_verdict, difference_cell, load_json, mean_std, per_seed, points  # noqa: E402
+from harness import claim_verdict, difference_cell, load_json, mean_std, per_seed, points  # noqa: E402
 from verdicts import difference_interval, ratio_interval, verdict_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -149,12 +149,12 @@ def test_bad_confidence_is_a_clear_error():
 
 def test_claim_verdict_says_when_the_papers_effect_lies_above_the_interval(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.syspath_prepend(str(_PATH.parent))
-    seed_tables = importlib.import_module("seed_tables")
+    harness = importlib.import_module("harness")
     small = [0.3, -0.2, 0.1, 0.4, -0.1, 0.2, 0.0, -0.3]  # interval around 0, far below +6.88
-    assert seed_tables.claim_verdict(small, "MAD") == "not resolved"
-    assert seed_tables.claim_verdict(small, "MAD", 6.88) == (
+    assert harness.claim_verdict(small, "MAD") == "not resolved"
+    assert harness.claim_verdict(small, "MAD", 6.88) == (
         "not resolved; the paper's +6.88 lies above the interval, so its size does not reproduce"
     )
-    assert seed_tables.claim_verdict(small, "MAD", 0.25) == "not resolved"  # 0.25 is inside the interval
+    assert harness.claim_verdict(small, "MAD", 0.25) == "not resolved"  # 0.25 is inside the interval
     large = [7.1, 6.5, 7.4, 6.9]
-    assert seed_tables.claim_verdict(large, "MAD", 6.88) == "reproduces"
+    assert harness.claim_verdict(large, "MAD", 6.88) == "reproduces"

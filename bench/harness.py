@@ -1,0 +1,127 @@
+"""The benchmarks' shared harness: resumable per-seed sweeps recorded in atomic JSON files, and paired statistics.
+
+A benchmark runs, per seed, a list of variants; :class:`SeedResults` holds one seed's results file
+(the regime it belongs to, every finished variant, the command, machine and code that produced
+it), and :func:`sweep` runs the variants not in it yet, writing the file as each one ends, so a
+killed sweep resumes where it stopped. The report helpers below turn the files into mIoU cells
+over seeds, paired 95% intervals and computed verdicts (:mod:`verdicts`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from provenance import code_state, command_line, machine
+from verdicts import comparison, difference_interval
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A results file, or an empty dict when there is none yet."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_json(data: dict[str, Any], path: Path) -> None:
+    """Write a results file atomically, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_file = path.with_suffix(".json.partial")
+    partial_file.write_text(json.dumps(data, indent=1, sort_keys=True))
+    partial_file.replace(path)
+
+
+class SeedResults:
+    """One seed's results file: the regime it belongs to, the finished variants, and where they came from.
+
+    Args:
+        path: The file (``seed<k>.json``).
+        regime: The settings every variant of the file shares (JSON-ready); a file of another
+            regime is refused, so runs of two regimes never mix.
+        script: The benchmark script, recorded with the command line.
+        seed: The seed, recorded in a new file.
+
+    Raises:
+        ValueError: If ``path`` holds results of another regime.
+
+    """
+
+    def __init__(self, path: Path, regime: dict[str, Any], script: str, seed: int | None = None) -> None:
+        self.path, self.script = path, script
+        regime = json.loads(json.dumps(regime))  # as it reads back (tuples become lists)
+        self.data = load_json(path) or {"seed": seed, "regime": regime, "variants": {}}
+        if self.data["regime"] != regime:
+            raise ValueError(
+                f"{path} holds results of another regime ({self.data['regime']}); this run's is {regime}. "
+                "Give another results folder, or delete the file."
+            )
+
+    @property
+    def variants(self) -> dict[str, Any]:
+        """The finished variants' results, by name."""
+        return self.data["variants"]
+
+    def __contains__(self, variant: str) -> bool:
+        return variant in self.variants
+
+    def save(self) -> None:
+        """Write the file atomically, with the command, machine and code of this run."""
+        self.data.update(machine=machine(), code=code_state(), command=command_line(self.script))
+        save_json(self.data, self.path)
+
+    def record(self, variant: str, result: dict[str, Any]) -> None:
+        """Store a finished variant's result and write the file."""
+        self.variants[variant] = result
+        self.save()
+
+
+def sweep(results: SeedResults, plan: Iterable[tuple[str, Callable[[], dict[str, Any]]]]) -> None:
+    """Run, in order, each ``(variant, run)`` whose variant is not in ``results`` yet, recording it as it ends."""
+    for variant, run in plan:
+        if variant not in results:
+            print(f"{results.path.stem}: {variant}", flush=True)
+            results.record(variant, run())
+
+
+def points(value: float) -> str:
+    """An mIoU as points with one decimal, e.g. ``'66.1'``."""
+    return f"{100 * value:.1f}"
+
+
+def mean_std(values: list[float]) -> str:
+    """``'66.1 ± 0.8'`` (points, sample std over seeds) or the single value; NaNs (empty denominators) left out."""
+    values = [value for value in values if not math.isnan(value)]
+    if len(values) < 2:
+        return points(values[0]) if values else "-"
+    return f"{points(statistics.mean(values))} ± {points(statistics.stdev(values))}"
+
+
+def difference_cell(differences: list[float], subject: str, baseline: str) -> tuple[str, str]:
+    """The paired difference with its 95% t interval, and the computed sentence (or why there is none)."""
+    if len(differences) < 2:
+        return "-", f"needs 2 or more paired seeds (has {len(differences)})"
+    interval = difference_interval(differences)
+    sentence = comparison(interval, subject, baseline, digits=2, unit=" pts")
+    return per_seed(interval.format(2, " pts")), per_seed(sentence)
+
+
+def per_seed(text: str) -> str:
+    """An interval's text with its sample named: here the rounds are seeds."""
+    return text.replace(" rounds)", " seeds)")
+
+
+def claim_verdict(differences: list[float], subject: str = "ours", paper_effect: float | None = None) -> str:
+    """Whether a paper's "``subject`` is higher" claim reproduces: by the paired interval's side of 0.
+
+    With the paper's own difference (``paper_effect``, in the units of ``differences``), an interval
+    that lies wholly below it also says that the paper's size of the effect does not reproduce.
+    """
+    if len(differences) < 2:
+        return "not resolved (fewer than 2 seeds)"
+    interval = difference_interval(differences)
+    verdict = {1: "reproduces", -1: f"does not reproduce ({subject} is lower)", 0: "not resolved"}[interval.side(0.0)]
+    if paper_effect is not None and interval.side(paper_effect) == -1:
+        verdict += f"; the paper's {paper_effect:+.2f} lies above the interval, so its size does not reproduce"
+    return verdict

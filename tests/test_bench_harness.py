@@ -1,0 +1,47 @@
+"""The benchmarks' harness: per-seed results files, resumable sweeps."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("harness")
+
+
+def test_a_sweep_resumes_where_it_stopped(harness, tmp_path: Path):
+    path, regime, ran = tmp_path / "seed3.json", {"steps": 10, "sizes": (1, 2)}, []
+
+    def run(name: str, fail: bool = False):
+        def body() -> dict:
+            ran.append(name)
+            if fail:
+                raise KeyboardInterrupt  # a kill in the middle of the sweep
+            return {"mIoU": len(name) / 10}
+
+        return body
+
+    with pytest.raises(KeyboardInterrupt):
+        harness.sweep(harness.SeedResults(path, regime, "bench/x.py", 3), [("a", run("a")), ("bb", run("bb", True))])
+    saved = json.loads(path.read_text())
+    assert saved["variants"] == {"a": {"mIoU": 0.1}} and saved["seed"] == 3 and saved["regime"]["sizes"] == [1, 2]
+    assert {"machine", "code", "command"} <= set(saved)
+    harness.sweep(harness.SeedResults(path, regime, "bench/x.py", 3), [("a", run("a")), ("bb", run("bb"))])
+    assert ran == ["a", "bb", "bb"]  # the finished variant is not run again
+    assert json.loads(path.read_text())["variants"] == {"a": {"mIoU": 0.1}, "bb": {"mIoU": 0.2}}
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_results_of_another_regime_are_refused(harness, tmp_path: Path):
+    path = tmp_path / "seed0.json"
+    harness.SeedResults(path, {"steps": 10}, "bench/x.py", 0).record("a", {"mIoU": 0.5})
+    with pytest.raises(ValueError, match=r"seed0.json holds results of another regime \(\{'steps': 10\}\)"):
+        harness.SeedResults(path, {"steps": 20}, "bench/x.py", 0)
