@@ -165,6 +165,8 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
             return
         role, index, run_dir = self.stage_role(trainer)
         self._run_dir = run_dir
+        if self.pool_root is not None:
+            self.pool(trainer)  # scanned before any training: a wrong pool_root stops the run now, not after a fit
         if role == "competitor" or role == "target":
             return
         state = self._state(trainer, run_dir)
@@ -237,7 +239,7 @@ class MADTroubleshooting(MADStages, MADRoundSteps, Callback):
             if self.pool_root is not None:
                 from segmend.datamodules import ImageFolderPool
 
-                dataset = ImageFolderPool(self.pool_root)
+                dataset = ImageFolderPool(self.pool_root, argument="pool_root")
                 self._source = PoolSource(dataset, list(dataset.report.skipped))
             else:
                 self._source = PoolSource(datamodule.dataset(self.pool_split, False))

@@ -99,6 +99,7 @@ class ImageFolderPool(Dataset):
             every photo format Pillow reads here. Other files are listed in :attr:`report`.
         verify: Scan check: ``"decode"`` decodes every file in full (catches truncated and corrupt
             files; a few ms per small image), ``"header"`` reads only headers.
+        argument: The argument ``root`` was given as, named in errors (e.g. MAD's ``pool_root``).
 
     Raises:
         FileNotFoundError: If ``root`` is missing or holds no image files.
@@ -113,6 +114,7 @@ class ImageFolderPool(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         verify: Verify = "decode",
+        argument: str = "root",
     ) -> None:
         check_verify(verify)
         self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
@@ -123,11 +125,11 @@ class ImageFolderPool(Dataset):
         self.verify = verify
         expected = f"a folder tree of images ({', '.join(self.extensions)})"
         if not self.root.is_dir():
-            raise missing_data_error(self.root, expected, SECTION)
+            raise missing_data_error(self.root, expected, SECTION, argument)
         candidates, other_files = self._find_files()
         if not candidates:
             held = f" (only {describe_files_by_extension(other_files)})" if other_files else ""
-            raise missing_data_error(self.root, f"{expected}; the folder holds none{held}", SECTION)
+            raise missing_data_error(self.root, f"{expected}; the folder holds none{held}", SECTION, argument)
         self.report = PoolReport(root=str(self.root), verify=verify, other_files=other_files)
         self.ids: list[str] = []
         for sample_id in candidates:

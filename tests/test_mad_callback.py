@@ -199,6 +199,19 @@ def test_unreadable_pool_images_are_skipped_and_reported(tmp_path: Path, data_ca
     assert [entry["path"] for entry in report["skipped"]] == ["broken.jpg"] and report["num_images"] == 24
 
 
+def test_a_wrong_pool_root_stops_the_run_before_any_training(tmp_path: Path, data_cache: Path):
+    datamodule = data(data_cache)
+    module = target(datamodule)
+    before = {key: value.clone() for key, value in module.state_dict().items()}
+    mad = MADTroubleshooting(competitors=["FPN:resnet18"], pool_root=str(tmp_path / "nowhere"), rounds=0, **LOOP)
+    with pytest.raises(
+        FileNotFoundError, match=r"looked at .*nowhere, expected a folder tree of images.*Set `pool_root`"
+    ):
+        fit(module, datamodule, tmp_path / "run", callbacks=[mad], **TRAINER)
+    assert all(torch.equal(before[key], value) for key, value in module.state_dict().items())  # nothing trained
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
 def test_no_validation_split_is_recorded_as_none(tmp_path: Path, tiny_synthetic: SyntheticDataModule):
     images_only = ImageFolderPoolDataModule(root=str(tmp_path), class_names=["background", "thing"])
     for datamodule in (images_only, object()):
