@@ -16,9 +16,11 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -43,11 +45,36 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEGMEND_CACHE", Path.home() / ".cache" / "segmend"))
 
 
-def _write_sample(root: Path, sample_id: str, scene: Any) -> None:
+def jitter_box(
+    box: tuple[int, int, int, int], jitter: float, rng: np.random.Generator, size: int
+) -> tuple[int, int, int, int]:
+    """An annotator's imprecise box: each side moved by N(0, ``jitter`` x the box's side), kept in the image.
+
+    Args:
+        box: (xmin, ymin, xmax, ymax), 0-based inclusive.
+        jitter: Standard deviation of each side's shift, as a fraction of the box's width (x) or height (y).
+        rng: The random stream of the box.
+        size: Image side; the box is clipped to it and kept at least one pixel wide and high.
+
+    """
+    xmin, ymin, xmax, ymax = box
+    width, height = xmax - xmin + 1, ymax - ymin + 1
+    shifts = rng.normal(0.0, jitter, 4) * np.array([width, height, width, height])
+    x0, y0, x1, y1 = (int(round(v + d)) for v, d in zip(box, shifts, strict=True))
+    x0, y0 = min(max(x0, 0), size - 1), min(max(y0, 0), size - 1)
+    return x0, y0, min(max(x1, x0), size - 1), min(max(y1, y0), size - 1)
+
+
+def _write_sample(root: Path, sample_id: str, scene: Any, box_jitter: float = 0.0, seed: int = 0) -> None:
     Image.fromarray(scene.image).save(root / "JPEGImages" / f"{sample_id}.jpg", quality=95)
     write_palette_mask(root / "SegmentationClass" / f"{sample_id}.png", scene.mask)
     write_palette_mask(root / "SegmentationClassCoarse" / f"{sample_id}.png", scene.coarse)
     boxes = [BoxAnnotation(inst.label, *inst.box) for inst in scene.instances]
+    if box_jitter > 0:  # a stream of its own, so the scenes are those of the unjittered dataset
+        rng = np.random.default_rng([int(seed), zlib.crc32(f"box_jitter/{sample_id}".encode())])
+        size = scene.mask.shape[0]
+        tight = [(b.label, (b.xmin, b.ymin, b.xmax, b.ymax)) for b in boxes]
+        boxes = [BoxAnnotation(label, *jitter_box(box, box_jitter, rng, size)) for label, box in tight]
     write_voc_xml(
         root / "Annotations" / f"{sample_id}.xml",
         f"{sample_id}.jpg",
@@ -65,8 +92,12 @@ def generate_synthetic_voc(
     num_wild: int,
     ood_fraction: float,
     image_size: int,
+    box_jitter: float = 0.0,
 ) -> None:
     """Render every split of the synthetic dataset into ``root`` in the VOC layout.
+
+    ``box_jitter`` > 0 writes jittered boxes (see :func:`jitter_box`) to ``Annotations``; the images
+    and masks are the same as without it.
 
     Writes into a temporary sibling folder and renames it at the end, so an interrupted run
     never leaves a half-written dataset behind.
@@ -90,7 +121,7 @@ def generate_synthetic_voc(
     for split, index, domain in plan:
         sample_id = f"{split}_{index:05d}"
         scene = render_scene(scene_rng(seed, split, index), image_size, domain)
-        _write_sample(tmp, sample_id, scene)
+        _write_sample(tmp, sample_id, scene, box_jitter, seed)
         lists[split].append(sample_id)
         if split == "wild":
             wild_meta[sample_id] = {"domain": domain, "nuisances": list(scene.nuisances)}
@@ -110,6 +141,8 @@ def generate_synthetic_voc(
         "image_size": image_size,
         "classes": list(CLASS_NAMES),
     }
+    if box_jitter > 0:
+        params["box_jitter"] = box_jitter
     (tmp / MARKER).write_text(json.dumps(params, indent=1))
     try:
         tmp.rename(root)
@@ -140,6 +173,9 @@ class SyntheticDataModule(SegmentationDataModule):
         scale_range: Training random rescale range. The defaults (``image_size`` crops, scales
             0.75-1.25, as in the shipped synthetic configs) pad about a tenth of a crop on average;
             the base class's 512 crops of scales 0.5-2.0 are sized for VOC / ADE20K photographs.
+        box_jitter: Opt-in: move each side of every written box by N(0, ``box_jitter`` x the box's
+            width or height), like an imprecise annotator (see :func:`jitter_box`); 0 (the default)
+            writes the tight boxes of the visible pixels. Images and masks do not change.
         **kwargs: Loader and augmentation settings of :class:`SegmentationDataModule`.
 
     """
@@ -158,6 +194,7 @@ class SyntheticDataModule(SegmentationDataModule):
         labels: Literal["fine", "coarse"] = "fine",
         crop_size: int | None = None,
         scale_range: tuple[float, float] = (0.75, 1.25),
+        box_jitter: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(crop_size=image_size if crop_size is None else crop_size, scale_range=scale_range, **kwargs)
@@ -173,6 +210,10 @@ class SyntheticDataModule(SegmentationDataModule):
             ood_fraction=ood_fraction,
             image_size=image_size,
         )
+        if box_jitter < 0:
+            raise ValueError(f"box_jitter must be >= 0, got {box_jitter}.")
+        if box_jitter > 0:  # only then part of the cache key: the default keeps today's folders
+            self.params["box_jitter"] = box_jitter
         self.labels = labels
         self.image_size = image_size
         key = hashlib.sha1(json.dumps([generator_fingerprint(), self.params], sort_keys=True).encode())

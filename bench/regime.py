@@ -1,0 +1,406 @@
+"""A synthetic benchmark regime that can resolve the weak-label papers' claims (issue 15, part 1).
+
+    .venv/bin/python bench/regime.py                          # the chosen regime, 3 seeds; resumable
+    .venv/bin/python bench/regime.py --report-only            # re-render docs/results/regime.md
+    .venv/bin/python bench/regime.py --candidate unet64_s600 --seeds 0   # one explored candidate
+
+For every seed (the seed draws F, the loaders' order and the network's initial weights; the images
+are the same for every seed), three variants of one plain ``SegmentationModule`` are trained through
+``SemiSupervisedSyntheticDataModule``:
+
+* ``fullsup``: fine masks of every training image (F + W, ``train_set="full+weak_masks"``);
+* ``f_only``: fine masks of F only (``num_full`` = 10% of the training images, ``train_set="full"``);
+* ``coarse``: the simulated coarse masks of every training image (``labels="coarse"``).
+
+The validation mIoU (fine masks of the val split) is recorded every ``val_every`` steps. Each run's
+curve, final mIoU, seconds and steps go to ``docs/results/regime_runs/<candidate>__seed<s>__<variant>.json``
+as soon as it ends (atomic write; a rerun skips finished runs). The report, with every verdict,
+is rendered from those files only. Properties checked (issue 15): the curve's plateau, the label
+gaps, the boxes' fill of their objects and the W/F ratio, and the time of one run (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+
+from segmend.datamodules import SemiSupervisedSyntheticDataModule, SyntheticDataModule
+from segmend.datamodules.voc_format import parse_voc_xml, read_index_mask
+from segmend.modules import SegmentationModule
+from segmend.optim import PolyLR
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import load_json, save_json  # noqa: E402
+from verdicts import difference_interval, target_verdict  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "docs" / "results" / "regime_runs"
+REPORT = REPO / "docs" / "results" / "regime.md"
+WORK = REPO / "runs" / "regime"
+VARIANTS = ("fullsup", "f_only", "coarse")
+COMMAND = ".venv/bin/python bench/regime.py"
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Data, model and schedule of one candidate regime."""
+
+    image_size: int = 64
+    num_train: int = 400
+    num_val: int = 100
+    num_full: int = 40  # F = 10% of the training images: W/F = 9
+    box_jitter: float = 0.1
+    data_seed: int = 0  # the images (the same for every run seed)
+    arch: str = "Unet"
+    encoder_name: str = "resnet18"
+    encoder_depth: int = 4
+    decoder_channels: tuple[int, ...] = (64, 32, 16, 8)
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    steps: int = 600
+    val_every: int = 50
+    precision: str = "32-true"
+
+    def model(self, num_classes: int) -> SegmentationModule:
+        """The network, AdamW and poly decay (per step)."""
+        lr, weight_decay = self.lr, self.weight_decay
+        return SegmentationModule(
+            num_classes=num_classes,
+            arch=self.arch,
+            encoder_name=self.encoder_name,
+            encoder_weights=None,
+            net_kwargs={"encoder_depth": self.encoder_depth, "decoder_channels": list(self.decoder_channels)},
+            optimizer=lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+            lr_scheduler=lambda optimizer: PolyLR(optimizer, power=0.9),
+        )
+
+    def data(self, variant: str, seed: int, labels: str = "fine") -> SemiSupervisedSyntheticDataModule:
+        """The seed's DataModule serving ``variant``'s training set."""
+        return SemiSupervisedSyntheticDataModule(
+            num_full=self.num_full,
+            split_seed=seed,
+            train_set="full" if variant == "f_only" else "full+weak_masks",
+            cache_dir=str(WORK / "cache"),
+            seed=self.data_seed,
+            num_train=self.num_train,
+            num_val=self.num_val,
+            num_wild=0,
+            image_size=self.image_size,
+            crop_size=self.image_size,
+            labels="coarse" if variant == "coarse" else labels,
+            box_jitter=self.box_jitter,
+            batch_size=self.batch_size,
+            num_workers=0,
+        )
+
+
+# Every candidate tried (the report's "what was tried" lists the runs of each); CHOSEN is the regime.
+CANDIDATES: dict[str, Regime] = {
+    "unet64_s600": Regime(),
+    "unet64_s600_bf16": Regime(precision="bf16-mixed"),
+    "unet3_b8_s1200_bf16": Regime(
+        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=1200, val_every=100, precision="bf16-mixed"
+    ),
+}
+CHOSEN = "unet64_s600"
+
+
+class Curve(Callback):
+    """Val mIoU after every validation, by global step."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:  # noqa: D102
+        if not trainer.sanity_checking:
+            self.points.append((int(trainer.global_step), float(trainer.callback_metrics["val/mIoU"])))
+
+
+def run_path(candidate: str, seed: int, variant: str) -> Path:
+    """The JSON of one run."""
+    return RUNS / f"{candidate}__seed{seed}__{variant}.json"
+
+
+def train(candidate: str, seed: int, variant: str) -> None:
+    """Train one run and write its JSON (skipped when the JSON exists)."""
+    path = run_path(candidate, seed, variant)
+    if path.is_file():
+        return
+    regime = CANDIDATES[candidate]
+    dm = regime.data(variant, seed)
+    dm.prepare_data()
+    seed_everything(seed, workers=True)  # same initial weights and loader seed for every variant of a seed
+    module = regime.model(dm.num_classes)
+    curve = Curve()
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=regime.steps,
+        max_epochs=-1,
+        val_check_interval=regime.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        precision=regime.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[curve],
+        default_root_dir=str(WORK / candidate),
+    )
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    seconds = time.perf_counter() - started
+    if not curve.points or curve.points[-1][0] != trainer.global_step:  # the final score, after the last step
+        curve.points.append(
+            (int(trainer.global_step), float(trainer.validate(module, dm, verbose=False)[0]["val/mIoU"]))
+        )
+    result = {
+        "candidate": candidate,
+        "regime": dataclasses.asdict(regime),
+        "seed": seed,
+        "variant": variant,
+        "steps": int(trainer.global_step),
+        "seconds": seconds,
+        "load_average": [load_before, os.getloadavg()[0]],  # 1-minute load of the machine, before and after
+        "curve": curve.points,
+        "mIoU": curve.points[-1][1],
+        "machine": machine(),
+    }
+    save_json(result, path)
+    print(f"[regime] {path.name}: mIoU {100 * result['mIoU']:.1f}, {seconds:.0f} s", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """Where a run was measured."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+# ------------------------------------------------------------------------------------ box statistics
+def box_statistics(regime: Regime) -> dict[str, Any]:
+    """How much of its (jittered) box each object fills, per class, on the training images.
+
+    The fill of a box is the fraction of its pixels that carry the box's class in the fine mask
+    (objects of one class that touch are counted together). ``box_miou`` is the mIoU of masks painted
+    from the boxes alone (larger boxes first), scored against the fine masks: what the boxes give away.
+    """
+    dm = SyntheticDataModule(
+        cache_dir=str(WORK / "cache"),
+        seed=regime.data_seed,
+        num_train=regime.num_train,
+        num_val=regime.num_val,
+        num_wild=0,
+        image_size=regime.image_size,
+        box_jitter=regime.box_jitter,
+    )
+    dm.prepare_data()
+    names = dm.class_names
+    fills: dict[int, list[float]] = {c: [] for c in range(1, len(names))}
+    inter, union = np.zeros(len(names)), np.zeros(len(names))
+    ids = (dm.root / "ImageSets/Segmentation/train.txt").read_text().split()
+    for sample_id in ids:
+        mask = read_index_mask(dm.root / "SegmentationClass" / f"{sample_id}.png")
+        boxes = parse_voc_xml(dm.root / "Annotations" / f"{sample_id}.xml", names)
+        painted = np.zeros_like(mask)
+        for box in sorted(boxes, key=lambda b: -(b.xmax - b.xmin + 1) * (b.ymax - b.ymin + 1)):
+            window = mask[box.ymin : box.ymax + 1, box.xmin : box.xmax + 1]
+            fills[box.label].append(float((window == box.label).mean()))
+            painted[box.ymin : box.ymax + 1, box.xmin : box.xmax + 1] = box.label
+        for c in range(len(names)):
+            inter[c] += np.sum((painted == c) & (mask == c))
+            union[c] += np.sum((painted == c) | (mask == c))
+    all_fills = [f for values in fills.values() for f in values]
+    return {
+        "images": len(ids),
+        "boxes": len(all_fills),
+        "mean_fill": float(np.mean(all_fills)),
+        "per_class": {names[c]: [float(np.mean(v)), len(v)] for c, v in fills.items() if v},
+        "box_miou": float(np.mean(inter / np.maximum(union, 1))),
+        "box_jitter": regime.box_jitter,
+    }
+
+
+# -------------------------------------------------------------------------------------------- report
+def load_runs() -> list[dict[str, Any]]:
+    """Every run's JSON."""
+    return [load_json(path) for path in sorted(RUNS.glob("*__seed*__*.json"))]
+
+
+def value_at(curve: list[list[float]], step: float) -> float:
+    """The curve's mIoU at the recorded step closest to ``step``."""
+    return min(curve, key=lambda point: abs(point[0] - step))[1]
+
+
+def plateau_gain(run: dict[str, Any]) -> float:
+    """mIoU points gained over the last third of training (final minus the value at 2/3 of the steps)."""
+    return 100 * (run["curve"][-1][1] - value_at(run["curve"], 2 * run["steps"] / 3))
+
+
+def paired(runs: dict[tuple[int, str], dict[str, Any]], a: str, b: str) -> list[float]:
+    """Per-seed ``a - b`` mIoU differences, in points, over the seeds that have both."""
+    seeds = sorted({s for s, _ in runs})
+    return [100 * (runs[s, a]["mIoU"] - runs[s, b]["mIoU"]) for s in seeds if (s, a) in runs and (s, b) in runs]
+
+
+def interval_line(values: list[float], target: str, what: str) -> str:
+    """``what: x (95% CI ...); target: verdict`` (or why there is no interval)."""
+    if len(values) < 2:
+        shown = ", ".join(f"{v:+.1f}" for v in values) or "none"
+        return f"- {what}: {shown} (n = {len(values)}); target {target}: not resolved (needs 2 or more seeds)"
+    interval = difference_interval(values)
+    return f"- {what}: {interval.format(2, ' pts').replace(' rounds)', ' seeds)')}; target {target}: " + target_verdict(
+        interval, target
+    )
+
+
+def regime_lines(candidate: str, runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
+    """The chosen candidate's settings, curves, gaps, box statistics and verdicts."""
+    regime = CANDIDATES[candidate]
+    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == candidate}
+    seeds = sorted({s for s, _ in by_key})
+    lines = ["## Regime", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in dataclasses.asdict(regime).items()]
+    lines += ["| optimizer | AdamW, poly decay (power 0.9) per step |", "| threads | 1 |", ""]
+    if not by_key:
+        return [*lines, "No finished runs yet.", ""]
+    lines += [f"Seeds: {', '.join(map(str, seeds))} (each seed: the F draw, loader order and initial weights).", ""]
+    lines += ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished (n).", ""]
+    steps = sorted({p[0] for r in by_key.values() for p in r["curve"]})
+    lines += ["| step | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    for step in steps:
+        cells = []
+        for variant in VARIANTS:
+            values = [p[1] for (s, v), r in by_key.items() if v == variant for p in r["curve"] if p[0] == step]
+            cells.append(f"{100 * statistics.mean(values):.1f} (n={len(values)})" if values else "-")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines += ["", "Final val mIoU (%) per seed, with seconds per run (one thread):", ""]
+    lines += ["| seed | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    for seed in seeds:
+        cells = [
+            f"{100 * r['mIoU']:.1f} ({r['seconds']:.0f} s)" if (r := by_key.get((seed, v))) else "-" for v in VARIANTS
+        ]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    gains = [plateau_gain(r) for r in by_key.values()]
+    seconds = [r["seconds"] for r in by_key.values()]
+    lines += ["", "## Properties (verdicts computed from the runs' JSON)", ""]
+    lines.append(interval_line(gains, "<= 1", "1. Convergence: gain over the last third of training, every run (pts)"))
+    lines.append(interval_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
+    lines.append(interval_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
+    if boxes:
+        ratio = (regime.num_train - regime.num_full) / regime.num_full
+        jitter_ok = "met" if regime.box_jitter > 0 else "not met"
+        lines.append(
+            f"- 3. Boxes: W/F = {regime.num_train - regime.num_full}/{regime.num_full} = {ratio:.1f}; target >= 5: "
+            f"{'met' if ratio >= 5 else 'not met'}. Boxes jittered (std {regime.box_jitter:g} of the box side per "
+            f"edge): {jitter_ok}. Mean fill of a box by its object {boxes['mean_fill']:.2f}; masks painted from "
+            f"the boxes alone score {100 * boxes['box_miou']:.1f} mIoU against the fine masks (reported, no target)."
+        )
+    over = [s for s in seconds if s > 90]
+    lines.append(
+        f"- 4. Time of one run: {min(seconds):.0f} to {max(seconds):.0f} s over {len(seconds)} runs "
+        f"(median {statistics.median(seconds):.0f} s); target <= 90 s for every run: "
+        + ("met" if not over else f"not met ({len(over)} runs over)")
+    )
+    if boxes:
+        lines += ["", "## Boxes", ""]
+        lines.append(
+            f"{boxes['boxes']} boxes on the {boxes['images']} training images (jitter {boxes['box_jitter']:g}); "
+            "fill = fraction of the box's pixels of its class in the fine mask."
+        )
+        lines += ["", "| class | mean fill | boxes |", "|---|---|---|"]
+        lines += [f"| {name} | {fill:.2f} | {count} |" for name, (fill, count) in boxes["per_class"].items()]
+        lines.append(f"| all | {boxes['mean_fill']:.2f} | {boxes['boxes']} |")
+    return [*lines, ""]
+
+
+def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One row per candidate and variant: the settings that differ from the chosen regime, and the numbers."""
+    chosen = dataclasses.asdict(CANDIDATES[CHOSEN])
+    lines = [
+        "## What was tried",
+        "",
+        "Every candidate's runs (mean over its seeds; gain = last third of training).",
+        "",
+    ]
+    lines += ["| candidate | differs from the regime | variant | seeds | final mIoU | gain (pts) | s per run |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for name in CANDIDATES:
+        settings = dataclasses.asdict(CANDIDATES[name])
+        diff = ", ".join(f"{k}={v}" for k, v in settings.items() if v != chosen[k]) or "(the regime)"
+        for variant in VARIANTS:
+            mine = [r for r in runs if r["candidate"] == name and r["variant"] == variant]
+            if not mine:
+                continue
+            final = statistics.mean(100 * r["mIoU"] for r in mine)
+            gain = statistics.mean(plateau_gain(r) for r in mine)
+            seconds = statistics.mean(r["seconds"] for r in mine)
+            lines.append(f"| {name} | {diff} | {variant} | {len(mine)} | {final:.1f} | {gain:+.1f} | {seconds:.0f} |")
+    return [*lines, ""]
+
+
+def report() -> None:
+    """Render docs/results/regime.md from the runs' JSON."""
+    runs = load_runs()
+    boxes = load_json(RUNS / f"boxes__{CHOSEN}.json") or None
+    mine = [r for r in runs if r["candidate"] == CHOSEN]
+    where = mine[0]["machine"] if mine else machine()
+    lines = [
+        "# A benchmark regime that can resolve the weak-label claims (issue 15, part 1)",
+        "",
+        f"Generated by `{COMMAND} --report-only` from `docs/results/regime_runs/*.json`; runs made by `{COMMAND}`.",
+        f"Machine: {where['platform']}, {where['processor']}, {where['cpus']} CPUs, {where['threads']} thread, "
+        f"torch {where['torch']}.",
+        "",
+        "Variants (one plain `SegmentationModule`, `SemiSupervisedSyntheticDataModule`): `fullsup` = fine masks of "
+        "every training image; `f_only` = fine masks of F (10%) only; `coarse` = the simulated coarse masks of every "
+        "training image. Same seed = same F, loader seed and initial weights.",
+        "",
+        *regime_lines(CHOSEN, runs, boxes),
+        *tried_lines(runs),
+    ]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidate", default=CHOSEN, choices=sorted(CANDIDATES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    if not args.report_only:
+        torch.set_num_threads(1)
+        boxes_path = RUNS / f"boxes__{args.candidate}.json"
+        if not boxes_path.is_file():
+            save_json(box_statistics(CANDIDATES[args.candidate]), boxes_path)
+        for seed in args.seeds:
+            for variant in args.variants:
+                train(args.candidate, seed, variant)
+                report()
+    report()
+
+
+if __name__ == "__main__":
+    main()
