@@ -36,6 +36,7 @@ from segmend.mad import (
 from segmend.mad.layout import MADLayout
 from segmend.mad.oracle import ShowsImages
 from segmend.mad.state import MADState
+from segmend.text import counted
 
 
 class MADRoundSteps:
@@ -103,7 +104,8 @@ class MADRoundSteps:
             predictions = predict_maps(module, source, candidates.ids, device)
             scores = oracle.request_scores(r, predictions)
             if scores is None:
-                return (f"round {r} waits for weak scores of {len(candidates.ids)} images (M); see {readme}. "
+                images = counted(len(candidates.ids), "image")
+                return (f"round {r} waits for weak scores of {images} (M); see {readme}. "
                         "Re-run the same command when they are in.")  # fmt: skip
             state.save_scores(r, scores)
         if not state.reached(r, "selected"):
@@ -123,7 +125,7 @@ class MADRoundSteps:
             ids = [i for i in dict.fromkeys(record.counterexamples + record.test) if i not in labelled]
             labels = oracle.request_labels(r, ids, {i: candidates.sizes[i] for i in ids if i in candidates.sizes})
             if labels is None:
-                return (f"round {r} waits for pixel labels of {len(ids)} images of S and T; see {readme}. "
+                return (f"round {r} waits for pixel labels of {counted(len(ids), 'image')} of S and T; see {readme}. "
                         "Re-run the same command when they are in.")  # fmt: skip
             reused = {i: state.load_labels(labelled[i], [i])[i] for i in record.counterexamples + record.test
                       if i in labelled}  # fmt: skip
@@ -214,7 +216,8 @@ class MADRoundSteps:
         result = {"images": len(ids), "target": scores(module),
                   "competitors": {c.name: scores(c.model(device)) for c in caches}}  # fmt: skip
         values = {"target": result["target"]["mIoU"], **{k: v["mIoU"] for k, v in result["competitors"].items()}}
-        rank_zero_info(f"segmend MAD: mIoU on the validation split ({len(ids)} images, the paper's T^(0)): {values}")
+        images = counted(len(ids), "image")
+        rank_zero_info(f"segmend MAD: mIoU on the validation split ({images}, the paper's T^(0)): {values}")
         return result
 
     @staticmethod

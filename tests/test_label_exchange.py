@@ -256,7 +256,7 @@ def test_missing_masks_are_listed_and_complete_refuses_them(tmp_path: Path, caps
         (out / MASKS_DIR / f"{names[image]}.png").unlink()
     before = snapshot(run)
     assert import_main([str(run), str(out), "--complete"]) == 2
-    assert f"2 images of round 0 have no mask in {out}: [{S[1]!r}, {T[0]!r}]" in capsys.readouterr().err
+    assert f"No mask in {out} for 2 images of round 0: [{S[1]!r}, {T[0]!r}]" in capsys.readouterr().err
     assert snapshot(run) == before
 
     assert import_main([str(run), str(out)]) == 0
@@ -329,7 +329,7 @@ def test_earlier_labels_are_reused_not_exported_and_labelled_rounds_are_final(tm
     build_round(state, tmp_path / "pool", 1, [*later, T[0]], [later[0]], [later[1], T[0]], "selected")
     summary = export_labels(run, tmp_path / "out")
     assert summary.round == 1 and set(summary.names) == set(later) and summary.reused == 1
-    assert "1 images of S and T were labelled in an earlier round" in summary.text()
+    assert "Labelled in an earlier round and reused: 1 image of S and T." in summary.text()
     save_palette(tmp_path / "out" / MASKS_DIR / f"{export_names([T[0]])[T[0]]}.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(LabelImportError, match="not asked for in round 1"):
         import_labels(run, tmp_path / "out")

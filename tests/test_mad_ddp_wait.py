@@ -124,7 +124,7 @@ def test_ddp_run_waiting_for_people_stops_with_status_0_then_resumes(tmp_path: P
     assert record.raters == ("alice",) and record.counterexamples and labels > 0
     assert set(record.counterexamples) | set(record.test) <= set(candidates)
     assert MADState(run_dir).load_scores(0) == {image: {"alice": score} for image, score in scores.items()}
-    assert f"PIXEL LABELS: {labels} images still need a mask." in readme.read_text()
+    assert f"PIXEL LABELS: a mask is still needed for {labels} images." in readme.read_text()
     assert "WEAK SCORES" not in readme.read_text()
     # the pool was not mined again, M not chosen again: the same files, stats.npz not even rewritten
     assert layout.stats_file(0).read_bytes() == stats_bytes

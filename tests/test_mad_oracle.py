@@ -205,7 +205,7 @@ def score_document(**changes) -> dict:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        (score_document(scores={"nope.jpg": 3}), "not candidates of round 0"),
+        (score_document(scores={"nope.jpg": 3}), "1 image outside the candidates of round 0"),
         (score_document(scores={"c.png": 6}), "the score 6; expected an integer from 1 to 5"),
         (score_document(scores={"c.png": True}), "the score True"),
         (score_document(scores={"c.png": "bad"}), "'bad'"),
@@ -236,7 +236,8 @@ def test_labels_are_incomplete_until_every_image_has_a_mask(run: Path) -> None:
     ids = ["street/a.jpg", "c.png"]
     assert oracle.request_labels(0, ids, SIZES) is None
     readme = layout.readme_file(0).read_text()
-    assert "2 images still need a mask" in readme and "1: disc" in readme and "(6x4 px, width x height)" in readme
+    assert "a mask is still needed for 2 images" in readme and "1: disc" in readme
+    assert "(6x4 px, width x height)" in readme
     assert str(layout.label_file(0, "street/a.jpg")) in readme
     mask = np.array([[0, 1, 2, 255, 0, 0]] * 4, np.uint8)
     write_label_mask(layout.label_file(0, "street/a.jpg"), mask)

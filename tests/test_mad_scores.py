@@ -50,7 +50,7 @@ def test_counterexample_set_takes_the_n4_lowest_in_domain() -> None:
         ({"a": {}}, {}, "Image 'a' has no scores"),
         ({"a": {"r1": 1, "r2": 2}, "b": {"r1": 3}}, {}, r"Image 'b' .*missing \['r2'\]"),
         ({"a": {"r1": 1, "r4": 2}}, {"raters": ["r1", "r2"]}, r"missing \['r2'\], unexpected \['r4'\]"),
-        ({"a": {"r1": 1}}, {"images": ["a", "z"]}, r"1 images have no weak scores, e.g. \['z'\]"),
+        ({"a": {"r1": 1}}, {"images": ["a", "z"]}, r"1 image without weak scores, e.g. \['z'\]"),
     ],
 )
 def test_invalid_scores_name_image_rater_and_expectation(scores, kwargs, message: str) -> None:

@@ -204,7 +204,7 @@ def test_scores_must_cover_exactly_the_candidates(tmp_path: Path) -> None:
     state = MADState(tmp_path)
     state.save_stats(0, make_stats())
     state.save_candidates(0, Selection(["folder/img0.jpg", "folder/img1.jpg"], []))
-    with pytest.raises(ValueError, match="have no weak scores"):
+    with pytest.raises(ValueError, match="without weak scores"):
         state.save_scores(0, {"folder/img0.jpg": {"alice": 3}})
     with pytest.raises(ValueError, match="not in M"):
         state.save_scores(0, {"folder/img0.jpg": {"a": 3}, "folder/img1.jpg": {"a": 3}, "x": {"a": 1}})

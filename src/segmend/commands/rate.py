@@ -13,6 +13,8 @@ import socket
 import sys
 from pathlib import Path
 
+from segmend.text import counted
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 """Addresses only this machine reaches."""
 
@@ -95,7 +97,8 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     print(
-        f"segmend rate: round {rating.index} of {rating.layout.run_dir}: {len(rating.ids)} images to score.\n"
+        f"segmend rate: round {rating.index} of {rating.layout.run_dir}: "
+        f"{counted(len(rating.ids), 'image')} to score.\n"
         f"Open http://{shown}:{args.port}/ in a browser (Ctrl+C stops the server; scores are saved at once).",
         flush=True,
     )

@@ -35,6 +35,7 @@ from segmend.datamodules.voc_format import read_index_mask, voc_palette
 from segmend.mad.files import MADFileError, atomic_write_bytes, read_json, require_key, write_json
 from segmend.mad.layout import check_rater
 from segmend.mad.scores import MAX_SCORE, MIN_SCORE, OUT_OF_DOMAIN
+from segmend.text import counted
 
 SCORES_FORMAT, SCORES_VERSION = "segmend-mad-scores", 1
 OOD_MARK = "ood"
@@ -121,7 +122,7 @@ def read_rater_scores(path: str | Path, round_index: int, candidates: Collection
     unknown = [image for image in raw if known is not None and image not in known]
     if unknown:
         raise MADFileError(
-            f"{path} scores {len(unknown)} images that are not candidates of round {round_index}, e.g. "
+            f"{path} scores {counted(len(unknown), 'image')} outside the candidates of round {round_index}, e.g. "
             f"{unknown[:5]}; score only the ids of round_{round_index}/candidates.json."
         )
     scores = {}

@@ -58,6 +58,7 @@ from segmend.mad.layout import MADLayout
 from segmend.mad.pool_images import PoolImages, candidate_image_file, upright_image
 from segmend.mad.run_config import fit_command, read_run_config
 from segmend.mad.state import MADState
+from segmend.text import counted
 
 EXPORT_FORMAT, EXPORT_VERSION = "segmend-mad-label-export", 1
 MANIFEST_NAME = "segmend-labels.json"
@@ -206,14 +207,15 @@ class ExportSummary:
         """A few lines for people."""
         counts = Counter(self.sources.values())
         lines = [
-            f"Exported {len(self.names)} images of round {self.round} (S and T) to {self.out}:",
+            f"Exported {counted(len(self.names), 'image')} of round {self.round} (S and T) to {self.out}:",
             f"  pre-annotations: {counts['prediction']} from the target's predictions, {counts['label']} from "
             f"labels already given, {counts[None]} without one",
             f"  {IMAGES_DIR}/ images, {MASKS_DIR}/ palette PNG masks, {LABELMAP_NAME}, {IMAGE_SET.as_posix()}, "
             f"{MANIFEST_NAME} (name -> image id)",
         ]
         if self.reused:
-            lines.append(f"  {self.reused} images of S and T were labelled in an earlier round and are reused.")
+            reused = counted(self.reused, "image")
+            lines.append(f"  Labelled in an earlier round and reused: {reused} of S and T.")
         command = f"segmend import-labels {shlex.quote(str(self.run_dir))} {shlex.quote(str(self.out))}"
         lines.append(
             f"Correct the masks in {self.out / MASKS_DIR} (or in CVAT: 'Segmentation mask 1.1'), then run "
@@ -436,7 +438,7 @@ def import_labels(
     present = ids_in(layout.labels_dir(r), ".png")
     missing = [i for i in ids if i not in masks and i not in present]
     if complete and missing:
-        problems.append(f"{len(missing)} images of round {r} have no mask in {folder}: {missing[:10]}.")
+        problems.append(f"No mask in {folder} for {counted(len(missing), 'image')} of round {r}: {missing[:10]}.")
     if problems:
         raise LabelImportError(problems)
     summary = ImportSummary(

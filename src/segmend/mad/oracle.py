@@ -40,6 +40,7 @@ from segmend.mad.human_files import (
 from segmend.mad.layout import MADLayout
 from segmend.mad.scores import MAX_SCORE, MIN_SCORE, OUT_OF_DOMAIN
 from segmend.mad.state import MADState
+from segmend.text import counted
 
 if TYPE_CHECKING:
     from segmend.datamodules import SyntheticDataModule
@@ -431,7 +432,7 @@ def _labels_instructions(
         size = f" ({sizes[image][1]}x{sizes[image][0]} px, width x height)" if image in sizes else ""
         rows.append(f"  {layout.label_file(round_index, image)}{size}")
     return (
-        f"PIXEL LABELS: {len(missing)} images still need a mask.\n"
+        f"PIXEL LABELS: a mask is still needed for {counted(len(missing), 'image')}.\n"
         "Each mask is a palette ('P') or greyscale PNG of the upright image's size whose pixel values are class\n"
         f"indices (255 = ignore / unsure), saved as {layout.labels_dir(round_index)}/<id>.png. Classes:\n"
         f"{legend}\n  255: ignore\nMissing:\n" + "\n".join(rows) + "\n"

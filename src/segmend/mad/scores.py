@@ -15,6 +15,8 @@ from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 
+from segmend.text import counted
+
 OUT_OF_DOMAIN = math.inf
 """The score a rater gives an out-of-domain image (the paper's positive infinity)."""
 
@@ -50,7 +52,9 @@ def validate_scores(
     """
     missing = [image for image in (images or ()) if image not in scores]
     if missing:
-        raise ValueError(f"{len(missing)} images have no weak scores, e.g. {missing[:5]}; every image of M needs one.")
+        raise ValueError(
+            f"{counted(len(missing), 'image')} without weak scores, e.g. {missing[:5]}; every image of M needs one."
+        )
     expected = set(raters) if raters is not None else None
     for image, by_rater in scores.items():
         if not by_rater:

@@ -31,6 +31,7 @@ from segmend.mad.layout import MADLayout
 from segmend.mad.scores import Scores, validate_scores
 from segmend.mad.selection import Selection
 from segmend.mad.stats import PoolStats
+from segmend.text import counted
 
 PHASES: tuple[str, ...] = ("mined", "candidates", "scored", "selected", "labelled", "evaluated", "finetuned")
 """The phases of a round, in order."""
@@ -485,7 +486,7 @@ class MADState:
         missing = [i for i in dict.fromkeys(record.counterexamples + record.test) if i not in labels]
         if missing:
             raise ValueError(
-                f"Labels of round {round_index} lack {len(missing)} images of S and T, e.g. {missing[:5]}."
+                f"Labels of round {round_index} lack {counted(len(missing), 'image')} of S and T, e.g. {missing[:5]}."
             )
         for image, mask in labels.items():
             path = self.layout.label_file(round_index, image)

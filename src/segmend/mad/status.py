@@ -27,6 +27,7 @@ from segmend.mad.label_exchange import expected_sizes, holds_export, requested_i
 from segmend.mad.layout import MADLayout
 from segmend.mad.run_config import MAD_CALLBACK, fit_command, read_run_config
 from segmend.mad.state import MADState
+from segmend.text import counted
 
 STATUS_FORMAT, STATUS_VERSION = "segmend-mad-status", 1
 MAX_LISTED = 10
@@ -133,7 +134,8 @@ class Status:
             if labels.missing:
                 lines.append(f"  missing: {_listed(labels.missing)}")
             if labels.reused:
-                lines.append(f"  ({labels.reused} images of S and T were labelled in an earlier round; reused)")
+                reused = counted(labels.reused, "image")
+                lines.append(f"  ({reused} of S and T were labelled in an earlier round; reused)")
         if self.problems:
             lines.append("Problems (the loop will refuse these files):")
             lines += [f"  {problem}" for problem in self.problems]
@@ -250,8 +252,8 @@ def _labels_status(
     folder = shlex.quote(str(export_dir))
     quoted = shlex.quote(str(run_dir))
     summary = (
-        f"Waiting for people: pixel labels of {len(labels.missing)} of round {r}'s {len(labels.requested)} images "
-        "of S and T."
+        f"Waiting for people: pixel labels of {len(labels.missing)} of round {r}'s "
+        f"{counted(len(labels.requested), 'image')} of S and T."
     )
     if holds_export(export_dir, run_dir, r):  # exported there already (a partial import): go on in that folder
         steps = [f"correct the masks in {folder}/SegmentationClass (exported there already; or in CVAT, format "
