@@ -12,7 +12,8 @@ unrotated pixels of an oriented image is refused by :func:`check_label_orientati
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -119,15 +120,24 @@ def _open_error(path: Path, err: Exception) -> ImageReadError:
     )
 
 
-def _empty_error(path: Path, width: int, height: int) -> ImageReadError:
-    return ImageReadError(path, f"image of size {width}x{height}", "Remove the file or replace it.")
+@contextmanager
+def opened_image(path: Path) -> Iterator[Image.Image]:
+    """The image file opened, every way it can fail turned into an :class:`ImageReadError` naming it."""
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(path, "empty file (0 bytes)", "Remove the file or replace it.")
+        with Image.open(path) as img:
+            if img.width == 0 or img.height == 0:
+                raise ImageReadError(path, f"image of size {img.width}x{img.height}", "Remove the file or replace it.")
+            yield img
+    except ImageReadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types on corrupt data; all mean "cannot read"
+        raise _open_error(path, err) from err
 
 
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """The oriented ``(height, width)`` of an image, from its header (pixels are not decoded).
-
-    Args:
-        path: The image file.
 
     Returns:
         ``(H, W)`` as :func:`read_image` would return it (width and height swapped for EXIF
@@ -137,27 +147,16 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
         ImageReadError: If the file is missing, empty or not an image Pillow can identify.
 
     """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(path, "empty file (0 bytes)", "Remove the file or replace it.")
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = exif_orientation(img, path, loaded=False)
-    except ImageReadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types on corrupt headers
-        raise _open_error(path, err) from err
-    if width == 0 or height == 0:
-        raise _empty_error(path, width, height)
+    with opened_image(Path(path)) as img:
+        (width, height), orientation = img.size, exif_orientation(img, path, loaded=False)
     return (width, height) if orientation in SWAPPING_ORIENTATIONS else (height, width)
 
 
 def read_image(path: str | Path, background: Sequence[int] = ALPHA_BACKGROUND) -> np.ndarray:
     """Read an input image as people see it: oriented, 8-bit, alpha composited, RGB.
 
-    See the module docstring for each step and the choices made. Not for label masks (use
-    :func:`segmend.datamodules.voc_format.read_index_mask`).
+    ``docs/datasets.md`` (How images are read) gives each step and its reason. Not for label masks
+    (use :func:`segmend.datamodules.voc_format.read_index_mask`).
 
     Args:
         path: The image file (any format Pillow reads; the extension is not trusted).
@@ -172,23 +171,13 @@ def read_image(path: str | Path, background: Sequence[int] = ALPHA_BACKGROUND) -
         ValueError: If ``background`` is not an RGB colour.
 
     """
-    path = Path(path)
-    background = _rgb_colour(background)
-    try:
-        if path.stat().st_size == 0:
-            raise ImageReadError(path, "empty file (0 bytes)", "Remove the file or replace it.")
-        with Image.open(path) as img:
-            img.load()
-            if img.width == 0 or img.height == 0:
-                raise _empty_error(path, img.width, img.height)
-            rgb = to_rgb(img, path, background)
-            method = ORIENTATION_TRANSPOSE.get(exif_orientation(img, path))
-            # within the `with`: `rgb` may be `img` itself, whose pixels a closed file need not keep
-            return np.asarray(rgb if method is None else rgb.transpose(method))
-    except ImageReadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types on corrupt data; all mean "cannot read"
-        raise _open_error(path, err) from err
+    path, background = Path(path), _rgb_colour(background)
+    with opened_image(path) as img:
+        img.load()
+        rgb = to_rgb(img, path, background)
+        method = ORIENTATION_TRANSPOSE.get(exif_orientation(img, path))
+        # within the `with`: `rgb` may be `img` itself, whose pixels a closed file need not keep
+        return np.asarray(rgb if method is None else rgb.transpose(method))
 
 
 def _rgb_colour(colour: Sequence[int]) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from segmend.datamodules.cityscapes import Annotation, CityscapesDataModule, CityscapesDataset, LabelMode
 from segmend.datamodules.full_weak import SemiSupervisedMixin, TrainSet, split_fully_and_weakly_supervised
-from segmend.datamodules.sbd import AugSource, check_aug_source
+from segmend.datamodules.sbd import check_aug_source
 from segmend.datamodules.synthetic import SyntheticDataModule
 from segmend.datamodules.voc import TRAIN_AUG, VOCDataModule
 from segmend.datamodules.voc_reader import VOCSegmentationDataset, read_split_ids
@@ -43,16 +43,9 @@ class SemiSupervisedVOCDataModule(SemiSupervisedMixin, VOCDataModule):
             ``full+weak_masks`` (see :mod:`segmend.datamodules.full_weak`).
         full_pool: Split whose ids are the candidates for F (default: the VOC train list).
         weak_split: The whole training set; W is this minus F (default ``train_aug``).
-        root: The ``VOC2012`` folder.
-        val_split: Id list used for validation.
-        test_split: Id list used for testing.
-        mask_dir: Folder of VOC label PNGs.
-        keep_difficult: Keep boxes flagged difficult.
-        aug_source: ``"sbd"`` or ``"png"`` (see :class:`VOCDataModule`).
-        sbd_root: SBD's ``benchmark_RELEASE/dataset`` folder.
-        aug_dir: Folder of ``root`` with pre-converted PNG masks.
         with_boxes: Add box masks (on by default: both F and W are box-annotated).
-        **kwargs: Loader and augmentation settings of :class:`SegmentationDataModule`.
+        **kwargs: Every other argument of :class:`VOCDataModule` (``root``, ``sbd_root``, ``aug_source``,
+            ...; not ``train_split``, which is ``weak_split`` here) and :class:`SegmentationDataModule`.
 
     Raises:
         ValueError: If ``num_full`` is below 2 (at construction) or above the pool size (when the
@@ -68,32 +61,12 @@ class SemiSupervisedVOCDataModule(SemiSupervisedMixin, VOCDataModule):
         train_set: TrainSet = "full+weak",
         full_pool: str = "train",
         weak_split: str = TRAIN_AUG,
-        root: str = "data/VOCdevkit/VOC2012",
-        val_split: str = "val",
-        test_split: str = "val",
-        mask_dir: str = "SegmentationClass",
-        keep_difficult: bool = True,
-        aug_source: AugSource = "sbd",
-        sbd_root: str | None = None,
-        aug_dir: str = "SegmentationClassAug",
         with_boxes: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root=root,
-            train_split=weak_split,
-            val_split=val_split,
-            test_split=test_split,
-            mask_dir=mask_dir,
-            keep_difficult=keep_difficult,
-            aug_source=aug_source,
-            sbd_root=sbd_root,
-            aug_dir=aug_dir,
-            with_boxes=with_boxes,
-            **kwargs,
-        )
+        super().__init__(train_split=weak_split, with_boxes=with_boxes, **kwargs)
         if full_pool == TRAIN_AUG:
-            check_aug_source(aug_source, sbd_root)
+            check_aug_source(self.aug_source, self.sbd_root)
         self.full_pool = full_pool
         self.weak_split = weak_split
         self.init_semisup(num_full, split_seed, full_per_batch, train_set)
