@@ -114,8 +114,11 @@ CANDIDATES: dict[str, Regime] = {
     "unet3_b8_s1200_bf16": Regime(
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=1200, val_every=100, precision="bf16-mixed"
     ),
+    "unet3_b8_s2400_bf16": Regime(  # the convergence check: twice the steps of the regime
+        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=2400, val_every=200, precision="bf16-mixed"
+    ),
 }
-CHOSEN = "unet64_s600"
+CHOSEN = "unet3_b8_s1200_bf16"
 
 
 class Curve(Callback):
@@ -293,17 +296,23 @@ def regime_lines(candidate: str, runs: list[dict[str, Any]], boxes: dict[str, An
             values = [p[1] for (s, v), r in by_key.items() if v == variant for p in r["curve"] if p[0] == step]
             cells.append(f"{100 * statistics.mean(values):.1f} (n={len(values)})" if values else "-")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines += ["", "Final val mIoU (%) per seed, with seconds per run (one thread):", ""]
+    lines += ["", "Final val mIoU (%) per seed, with seconds per run (one thread) and the machine's 1-minute load", ""]
+    lines += ["average when the run started (the machine is shared; 2 CPUs):", ""]
     lines += ["| seed | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
     for seed in seeds:
         cells = [
-            f"{100 * r['mIoU']:.1f} ({r['seconds']:.0f} s)" if (r := by_key.get((seed, v))) else "-" for v in VARIANTS
+            f"{100 * r['mIoU']:.1f} ({r['seconds']:.0f} s, load {r.get('load_average', [float('nan')])[0]:.1f})"
+            if (r := by_key.get((seed, v)))
+            else "-"
+            for v in VARIANTS
         ]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    gains = [plateau_gain(r) for r in by_key.values()]
     seconds = [r["seconds"] for r in by_key.values()]
     lines += ["", "## Properties (verdicts computed from the runs' JSON)", ""]
-    lines.append(interval_line(gains, "<= 1", "1. Convergence: gain over the last third of training, every run (pts)"))
+    for variant in VARIANTS:
+        gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
+        what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
+        lines.append(interval_line(gains, "<= 1", what))
     lines.append(interval_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
     lines.append(interval_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
     if boxes:
@@ -355,7 +364,27 @@ def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
             gain = statistics.mean(plateau_gain(r) for r in mine)
             seconds = statistics.mean(r["seconds"] for r in mine)
             lines.append(f"| {name} | {diff} | {variant} | {len(mine)} | {final:.1f} | {gain:+.1f} | {seconds:.0f} |")
-    return [*lines, ""]
+    lines.append("")
+    lines += pair_lines(runs, "unet64_s600", "unet64_s600_bf16", "Precision (same settings, fp32 vs bf16-mixed)")
+    lines += pair_lines(runs, CHOSEN, "unet3_b8_s2400_bf16", "Convergence check (the regime vs twice its steps)")
+    return lines
+
+
+def pair_lines(runs: list[dict[str, Any]], first: str, second: str, title: str) -> list[str]:
+    """Two candidates' runs of the same seed and variant side by side: mIoU and seconds."""
+    index = {(r["candidate"], r["seed"], r["variant"]): r for r in runs}
+    rows = []
+    for (name, seed, variant), a in sorted(index.items()):
+        b = index.get((second, seed, variant))
+        if name == first and b:
+            rows.append(
+                f"| {seed} | {variant} | {100 * a['mIoU']:.1f} ({a['steps']} steps, {a['seconds']:.0f} s) | "
+                f"{100 * b['mIoU']:.1f} ({b['steps']} steps, {b['seconds']:.0f} s) | {100 * (b['mIoU'] - a['mIoU']):+.1f} |"
+            )
+    if not rows:
+        return []
+    head = [f"{title}, paired by seed:", "", f"| seed | variant | {first} | {second} | difference (pts) |"]
+    return [*head, "|---|---|---|---|---|", *rows, ""]
 
 
 def report() -> None:
