@@ -406,6 +406,17 @@ def report() -> None:
         "",
         *regime_lines(CHOSEN, runs, boxes),
         *tried_lines(runs),
+        "## Notes",
+        "",
+        "- The gain over the last third is the final val mIoU minus the value recorded nearest 2/3 of the steps "
+        "(single points, so it carries the curve's step-to-step noise). The learning rate decays to 0 (poly), "
+        "which flattens every curve's end by itself: the twice-the-steps run above is the direct check of whether "
+        "more steps would still raise the result.",
+        "- Intervals are paired t intervals over seeds (`bench/verdicts.py`); a verdict is `met` only when the whole "
+        "interval satisfies the target, `not met` when none of it does, else `not resolved`.",
+        "- Seconds are wall-clock `Trainer.fit` time (training and the periodic validation), one thread, on a "
+        "machine shared with other jobs (the load average is recorded with each run).",
+        "",
     ]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines))
