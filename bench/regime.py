@@ -296,7 +296,7 @@ def regime_lines(candidate: str, runs: list[dict[str, Any]], boxes: dict[str, An
             values = [p[1] for (s, v), r in by_key.items() if v == variant for p in r["curve"] if p[0] == step]
             cells.append(f"{100 * statistics.mean(values):.1f} (n={len(values)})" if values else "-")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines += ["", "Final val mIoU (%) per seed, with seconds per run (one thread) and the machine's 1-minute load", ""]
+    lines += ["", "Final val mIoU (%) per seed, with seconds per run (one thread) and the machine's 1-minute load"]
     lines += ["average when the run started (the machine is shared; 2 CPUs):", ""]
     lines += ["| seed | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
     for seed in seeds:
