@@ -117,6 +117,19 @@ CANDIDATES: dict[str, Regime] = {
     "unet3_b8_s2400_bf16": Regime(  # the convergence check: twice the steps of the regime
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=2400, val_every=200, precision="bf16-mixed"
     ),
+    # toward a plateau within 90 s: a larger learning rate, or more and cheaper steps
+    "unet3_b8_s1200_lr1e2_bf16": Regime(
+        encoder_depth=3,
+        decoder_channels=(32, 16, 8),
+        batch_size=8,
+        lr=1e-2,
+        steps=1200,
+        val_every=100,
+        precision="bf16-mixed",
+    ),  # fmt: skip
+    "unet3_b4_s2400_bf16": Regime(
+        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
+    ),
 }
 CHOSEN = "unet3_b8_s1200_bf16"
 
