@@ -127,6 +127,9 @@ CANDIDATES: dict[str, Regime] = {
         val_every=100,
         precision="bf16-mixed",
     ),  # fmt: skip
+    "unet3_b8_s1800_bf16": Regime(  # more steps, validated less often
+        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=1800, val_every=300, precision="bf16-mixed"
+    ),
     "unet3_b4_s2400_bf16": Regime(
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
     ),
