@@ -130,6 +130,9 @@ CANDIDATES: dict[str, Regime] = {
     "unet3_b8_s1800_bf16": Regime(  # more steps, validated less often
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=1800, val_every=300, precision="bf16-mixed"
     ),
+    "unet3_b8_s2400_v600_bf16": Regime(  # the convergence check's steps, validated four times
+        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=2400, val_every=600, precision="bf16-mixed"
+    ),
     "unet3_b4_s2400_bf16": Regime(
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
     ),
