@@ -133,6 +133,9 @@ CANDIDATES: dict[str, Regime] = {
     "unet3_b8_s2400_v600_bf16": Regime(  # the convergence check's steps, validated four times
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=2400, val_every=600, precision="bf16-mixed"
     ),
+    "unet3_b6_s2400_v600_bf16": Regime(  # the plateau's steps, cheaper: batch 6
+        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=6, steps=2400, val_every=600, precision="bf16-mixed"
+    ),
     "unet3_b4_s2400_bf16": Regime(
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
     ),
