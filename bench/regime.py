@@ -136,6 +136,18 @@ CANDIDATES: dict[str, Regime] = {
     "unet3_b6_s2400_v600_bf16": Regime(  # the plateau's steps, cheaper: batch 6
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=6, steps=2400, val_every=600, precision="bf16-mixed"
     ),
+    "unet3_d16_b8_s2400_v600_bf16": Regime(  # the plateau run with a half-width decoder
+        encoder_depth=3, decoder_channels=(16, 8, 4), batch_size=8, steps=2400, val_every=600, precision="bf16-mixed"
+    ),
+    "mnv2_3_b8_s2400_v600_bf16": Regime(  # the plateau run with a lighter encoder
+        encoder_name="mobilenet_v2",
+        encoder_depth=3,
+        decoder_channels=(32, 16, 8),
+        batch_size=8,
+        steps=2400,
+        val_every=600,
+        precision="bf16-mixed",
+    ),  # fmt: skip
     "unet3_b4_s2400_bf16": Regime(
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
     ),
