@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-from segmend.datamodules import SemiSupervisedSyntheticDataModule, SyntheticDataModule
+from segmend.datamodules import SemiSupervisedSyntheticDataModule
 from segmend.datamodules.voc_format import parse_voc_xml, read_index_mask
 from segmend.modules import SegmentationModule
 from segmend.optim import PolyLR
@@ -241,15 +241,7 @@ def box_statistics(regime: Regime) -> dict[str, Any]:
     (objects of one class that touch are counted together). ``box_miou`` is the mIoU of masks painted
     from the boxes alone (larger boxes first), scored against the fine masks: what the boxes give away.
     """
-    dm = SyntheticDataModule(
-        cache_dir=str(WORK / "cache"),
-        seed=regime.data_seed,
-        num_train=regime.num_train,
-        num_val=regime.num_val,
-        num_wild=0,
-        image_size=regime.image_size,
-        box_jitter=regime.box_jitter,
-    )
+    dm = regime.data("fullsup", seed=0)  # the regime's images and boxes (the seed only draws F)
     dm.prepare_data()
     names = dm.class_names
     fills: dict[int, list[float]] = {c: [] for c in range(1, len(names))}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -55,19 +54,24 @@ def label_values(
     return np.asarray(img)
 
 
-def read_label_png(path: Path, *args: Any, decode_advice: str = "") -> np.ndarray:
-    """Open a label PNG and return its stored values; ``args`` are those of :func:`label_values` after ``path``.
+def read_label_png(
+    path: Path,
+    what: str = "mask",
+    colour_advice: str = DEFAULT_COLOUR_ADVICE,
+    modes: Sequence[str] = INDEX_MODES,
+    decode_advice: str = "",
+) -> np.ndarray:
+    """Open a label PNG and return its stored values; the arguments after ``path`` are :func:`label_values`'s.
 
     Raises:
         DataFormatError: If the file is missing, cannot be decoded (``decode_advice`` is appended to
             the message), is a colour image or has another mode, naming the file.
 
     """
-    what = args[0] if args else "mask"
     try:
         with Image.open(path) as img:
             img.load()
-            return label_values(img, path, *args)
+            return label_values(img, path, what, colour_advice, modes)
     except FileNotFoundError as err:
         raise DataFormatError(f"{what[:1].upper() + what[1:]} file not found: {path}") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
