@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import code_state, command_line, machine
-from verdicts import comparison, difference_interval
+from verdicts import comparison, difference_interval, seeds_needed
 
 
 def load_json(path: Path) -> dict[str, Any]:
@@ -113,15 +113,32 @@ def per_seed(text: str) -> str:
 
 
 def claim_verdict(differences: list[float], subject: str = "ours", paper_effect: float | None = None) -> str:
-    """Whether a paper's "``subject`` is higher" claim reproduces: by the paired interval's side of 0.
+    """Whether a paper's claim about ``subject`` minus a baseline reproduces: by the paired interval's side of 0.
 
-    With the paper's own difference (``paper_effect``, in the units of ``differences``), an interval
-    that lies wholly below it also says that the paper's size of the effect does not reproduce.
+    The claim is "``subject`` is higher", or "lower" when the paper's own difference
+    (``paper_effect``, in the units of ``differences``) is negative. With ``paper_effect``, an
+    interval that lies wholly on the near side of it also says that the paper's size of the effect
+    does not reproduce.
     """
     if len(differences) < 2:
         return "not resolved (fewer than 2 seeds)"
     interval = difference_interval(differences)
-    verdict = {1: "reproduces", -1: f"does not reproduce ({subject} is lower)", 0: "not resolved"}[interval.side(0.0)]
-    if paper_effect is not None and interval.side(paper_effect) == -1:
-        verdict += f"; the paper's {paper_effect:+.2f} lies above the interval, so its size does not reproduce"
+    claimed = -1 if paper_effect is not None and paper_effect < 0 else 1
+    side = interval.side(0.0)
+    if side == claimed:
+        verdict = "reproduces"
+    elif side == 0:
+        verdict = "not resolved"
+    else:
+        verdict = f"does not reproduce ({subject} is {'lower' if side == -1 else 'higher'})"
+    if paper_effect is not None and interval.side(paper_effect) == -claimed:
+        where = "above" if claimed == 1 else "below"
+        verdict += f"; the paper's {paper_effect:+.2f} lies {where} the interval, so its size does not reproduce"
     return verdict
+
+
+def seeds_to_resolve(differences: list[float], effect: float) -> str:
+    """``'about M seeds would resolve +x (80% power)'``: what an unresolved paired comparison needs."""
+    if len(differences) < 2 or effect == 0:
+        return "needs 2 or more seeds to estimate the spread"
+    return f"about {seeds_needed(differences, effect)} seeds would resolve {effect:+.2f} (80% power)"

@@ -45,6 +45,7 @@ __all__ = [
     "direction",
     "parse_target",
     "ratio_interval",
+    "seeds_needed",
     "target_verdict",
     "verdict_text",
 ]
@@ -153,6 +154,37 @@ def difference_interval(differences: Sequence[float], confidence: float = 0.95) 
     differences = _check(differences, confidence)
     mean, low, high = _t_interval(differences, confidence)
     return Interval(mean, low, high, len(differences), confidence, "difference")
+
+
+def seeds_needed(differences: Sequence[float], effect: float, power: float = 0.8, confidence: float = 0.95) -> int:
+    """How many paired rounds a two-sided t test needs to detect ``effect`` with ``power``.
+
+    The spread is the sample std of ``differences``; the count solves
+    ``n = ((t(1 - a/2, n-1) + t(power, n-1)) * sd / effect)^2`` by iterating from the normal
+    approximation, so it is the usual sample-size rule for a paired comparison.
+
+    Args:
+        differences: Per-round paired differences measured so far (2 or more).
+        effect: The difference to detect, in the units of ``differences`` (e.g. the paper's effect).
+        power: Probability of resolving a true difference of ``effect``.
+        confidence: Two-sided confidence level of the interval that has to exclude 0.
+
+    Raises:
+        ValueError: Fewer than 2 differences, or ``effect`` is 0.
+
+    """
+    differences = _check(differences, confidence)
+    if effect == 0:
+        raise ValueError("seeds_needed needs a non-zero effect to detect.")
+    spread = statistics.stdev(differences) / abs(effect)
+    n = 2
+    for _ in range(50):
+        quantiles = stats.t.ppf(0.5 + confidence / 2, n - 1) + stats.t.ppf(power, n - 1)
+        needed = max(2, math.ceil((quantiles * spread) ** 2))
+        if needed == n:
+            break
+        n = needed
+    return n
 
 
 _TARGET = re.compile(

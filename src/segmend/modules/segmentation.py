@@ -163,6 +163,10 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
     def configure_aux_head(self) -> None:
         """Create the auxiliary FCN head on the encoder's stride-16 features when ``aux_weight`` > 0.
 
+        Its 3x3 convolution has 256 channels (PSPNet's and mmsegmentation's), or as many as the stage
+        it reads when that has fewer: on a shallow encoder (``encoder_depth`` 3, whose stage before
+        the last has 64 channels at stride 4) a 256-wide head would cost more than the net.
+
         Raises:
             ValueError: If the net is not (and does not wrap) an smp model, whose encoder features it reads.
 
@@ -177,7 +181,7 @@ class SegmentationModule(LoggedHyperparameters, LightningModule):
                 f"BoxAttentionNet) to take encoder features from; got {type(self.net).__name__}. Set aux_weight: 0."
             )
         with own_stream("aux_head"):  # the same head whatever a subclass built before it
-            self.aux_head = FCNHead(channels[AUX_STAGE], self.num_classes)
+            self.aux_head = FCNHead(channels[AUX_STAGE], self.num_classes, hidden=min(256, channels[AUX_STAGE]))
 
     def aux_loss(self, batch: dict[str, Any], features: SegmentationFeatures | None = None) -> Tensor | None:
         """Cross-entropy of the auxiliary head on ``features.encoder[AUX_STAGE]``, or ``None``.
