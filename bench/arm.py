@@ -1,7 +1,8 @@
 """ARM benchmarks: training-step overhead, and the ablation of the paper's Tables 1, 2, 4 and 5.
 
     .venv/bin/python bench/arm.py overhead      # writes docs/results/arm_overhead.md
-    .venv/bin/python bench/arm.py ablation      # writes docs/results/arm_runs.json and arm.md
+    .venv/bin/python bench/arm.py ablation --tune               # lr sweeps: docs/results/arm_tuning/
+    .venv/bin/python bench/arm.py ablation --seeds 0 1 2        # runs: docs/results/arm_runs/, then arm.md
 
 ``overhead``: plain CE and ARM train the same DeepLabV3+ (resnet18) from the same initial weights
 on the same pre-loaded synthetic batches (data loading excluded), SGD with ARM's negative-lr

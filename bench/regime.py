@@ -183,7 +183,7 @@ CANDIDATES: dict[str, Regime] = {
         encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
     ),
 }
-CHOSEN = "unet3_b8_s1200_bf16"
+CHOSEN = "unet3_b8_s2400_bf16_t2"
 
 
 class Curve(Callback):
@@ -445,7 +445,10 @@ def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"| {name} | {diff} | {variant} | {len(mine)} | {final:.1f} | {gain:+.1f} | {seconds:.0f} |")
     lines.append("")
     lines += pair_lines(runs, "unet64_s600", "unet64_s600_bf16", "Precision (same settings, fp32 vs bf16-mixed)")
-    lines += pair_lines(runs, CHOSEN, "unet3_b8_s2400_bf16", "Convergence check (the regime vs twice its steps)")
+    lines += pair_lines(runs, CHOSEN, "unet3_b8_s4800_bf16_t2", "Convergence check (the regime vs twice its steps)")
+    lines += pair_lines(
+        runs, "unet3_b8_s1200_bf16", "unet3_b8_s2400_bf16", "The first candidate regime (1200 steps) vs twice its steps"
+    )
     return lines
 
 
