@@ -281,8 +281,9 @@ def fullsup(cell: Cell) -> dict[str, Any]:
 def ancillary_full_stage(cell: Cell, data: SemiSupervisedSyntheticDataModule) -> StageResult:
     """The ancillary model trained on all of F: one stage ``ancillary`` of the runner, on training set ``full``.
 
-    The library's stage runner trains the ancillary on half of F (conv's stage 1); none and linear
-    get this one instead as a ready ``ancillary_checkpoint``, so their runs skip that stage.
+    The stage runner would train the same ancillary for none and for linear (on all of F; half
+    of F only for conv); trained once here and given to both as a ready ``ancillary_checkpoint``,
+    it is shared, and their runs skip that stage.
     """
     seed_everything(cell.seed, workers=True)
     module = cell.regime.model(data.num_classes, AncillaryModule)

@@ -145,7 +145,7 @@ def test_bad_sizes_of_f_are_refused(bench):
 def test_the_plan_gives_none_and_linear_the_all_of_f_ancillary_and_conv_the_half_of_f_one(tiny, monkeypatch):
     selfcorr, _ = tiny
     from segmend.modules import AncillaryModule
-    from segmend.modules.stages import TRAIN_SETS, plan_stages
+    from segmend.modules.stages import plan_stages, stage_train_set
 
     cell = selfcorr.Cell(0, F)
     checkpoint = cell.root / "ancillary_full" / "ancillary" / "final.ckpt"
@@ -165,7 +165,8 @@ def test_the_plan_gives_none_and_linear_the_all_of_f_ancillary_and_conv_the_half
         assert modules[correction].hparams.ancillary_checkpoint == str(checkpoint)
         assert plan_stages(modules[correction]) == ("main",)  # the runner's half-of-F ancillary stage is skipped
     assert modules["conv"].hparams.ancillary_checkpoint is None
-    assert plan_stages(modules["conv"]) == ("ancillary", "pretrain", "main") and TRAIN_SETS["ancillary"] == "half_full"
+    assert plan_stages(modules["conv"]) == ("ancillary", "pretrain", "main")
+    assert stage_train_set(modules["conv"], "ancillary") == "half_full"
     assert plan_stages(modules["em_fixed"]) == ("main",)
     # every variant of a seed starts from the same primary weights as the plain fullsup module
     data = cell.data()

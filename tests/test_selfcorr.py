@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from segmend.datamodules.voc_format import BoxAnnotation, box_mask
 from segmend.modules import AncillaryModule, SelfCorrectionModule
-from segmend.modules.stages import TRAIN_SETS, plan_stages, run_self_correction
+from segmend.modules.stages import (
+    TRAIN_SETS,
+    plan_stages,
+    run_self_correction,
+    self_correction_stages,
+    stage_train_set,
+)
 from segmend.nets.box_attention import BoxAttentionNet, decoder_stages
 from segmend.nets.self_correction import alpha_schedule, em_fixed_labels, linear_self_correction
 from tests.fixtures.batches import make_batch
@@ -257,7 +263,7 @@ def test_three_stages_resume_at_first_unfinished_stage(tmp_path: Path):
     data = TinySemiSup()
     with pytest.raises(RuntimeError, match="killed"):
         run_self_correction(model, data, tmp_path, tiny_trainer(tmp_path, [KillAt(tmp_path, "pretrain")]))
-    assert data.used == [TRAIN_SETS["ancillary"], TRAIN_SETS["pretrain"]] == ["half_full", "full"]
+    assert data.used == [stage_train_set(model, "ancillary"), TRAIN_SETS["pretrain"]] == ["half_full", "full"]
     assert (tmp_path / "ancillary" / "final.ckpt").is_file()
     assert not (tmp_path / "pretrain" / "final.ckpt").exists()
     assert (tmp_path / "pretrain" / "checkpoints" / "last.ckpt").is_file()
@@ -308,3 +314,15 @@ def test_stage_runner_errors(tmp_path: Path):
     torch.save({"state_dict": {"net.weight": torch.zeros(1)}, "hyper_parameters": {"arch": "Unet"}}, bad)
     with pytest.raises(ValueError, match="Unet"):
         SelfCorrectionModule(num_classes=C, ancillary_checkpoint=str(bad), **NET)
+
+
+@pytest.mark.parametrize(("correction", "train_set"), [("none", "full"), ("linear", "full"), ("conv", "half_full")])
+def test_the_ancillary_trains_on_all_of_f_except_for_conv(correction: str, train_set: str):
+    """As in the paper: Eq. 3 trains the ancillary on F; conv holds half of F out for its stage 2 (Sec. 3.4)."""
+    model = selfcorr(correction)
+    model.ancillary_ready.fill_(False)
+    stages = list(self_correction_stages(model, TinySemiSup()))
+    assert stages[0].name == "ancillary" and stages[0].description == f"train set '{train_set}'"
+    data = TinySemiSup()
+    stages[0].prepare(data)
+    assert data.used == [train_set]

@@ -55,7 +55,7 @@ class SelfCorrectionModule(SegmentationModule):
     Args:
         correction: ``"none"``, ``"linear"``, ``"conv"`` or ``"em_fixed"``.
         ancillary_checkpoint: Path of a trained :class:`AncillaryModule` checkpoint; ``None`` lets
-            ``segmend fit`` train one first (stage 1, on half of F).
+            ``segmend fit`` train one first (stage 1: on all of F, or on half of F for ``conv``).
         ancillary_arch: smp architecture of the ancillary model; ``None``: same as ``arch``.
         ancillary_encoder_name: Its encoder; ``None``: same as ``encoder_name``.
         ancillary_net_kwargs: Its extra smp arguments; ``None``: same as ``net_kwargs``.

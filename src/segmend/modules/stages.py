@@ -19,8 +19,10 @@ factory building your own Trainers::
 Stages (Sec. 3.4 of the paper), each with its training set served by
 ``datamodule.use_train_set(...)``:
 
-1. ``ancillary`` (``half_full``): an :class:`AncillaryModule` on half of F. Skipped when the model
-   was given ``ancillary_checkpoint`` and for ``correction="em_fixed"`` (no ancillary model).
+1. ``ancillary``: an :class:`AncillaryModule` on all of F (``full``) for ``none`` and ``linear``
+   (Eq. 3 of the paper), on half of F (``half_full``) for ``conv``, whose stage 2 needs the other
+   half held out (Sec. 3.4). Skipped when the model was given ``ancillary_checkpoint`` and for
+   ``correction="em_fixed"`` (no ancillary model).
 2. ``pretrain`` (``full``), ``conv`` only: the primary model and the conv self-correction net on F
    (first and last terms of Eq. 6).
 3. ``main`` (``full+weak``): the primary model on F + W with the configured correction (for ``conv``
@@ -57,10 +59,12 @@ from segmend.runs import (
     run_stages,
 )
 
-TRAIN_SETS = {"ancillary": "half_full", "pretrain": "full", "main": "full+weak"}
+TRAIN_SETS = {"ancillary": "full", "pretrain": "full", "main": "full+weak"}
+CONV_ANCILLARY_TRAIN_SET = "half_full"  # conv's ancillary: the other half of F teaches the conv SC net to combine
 SelfCorrectionRun = RunResult  # the results of run_self_correction (one entry per stage, the last Trainer)
 
 __all__ = [
+    "CONV_ANCILLARY_TRAIN_SET",
     "TRAIN_SETS",
     "SelfCorrectionRun",
     "StageResult",
@@ -81,6 +85,13 @@ def plan_stages(model: SelfCorrectionModule) -> tuple[str, ...]:
         stages.append("pretrain")
     stages.append("main")
     return tuple(stages)
+
+
+def stage_train_set(model: SelfCorrectionModule, stage: str) -> str:
+    """The training set of ``stage`` for ``model``: :data:`TRAIN_SETS`, but half of F for conv's ancillary."""
+    if stage == "ancillary" and model.is_conv:
+        return CONV_ANCILLARY_TRAIN_SET
+    return TRAIN_SETS[stage]
 
 
 def check_datamodule(datamodule: LightningDataModule | None) -> None:
@@ -137,24 +148,25 @@ def self_correction_stages(model: SelfCorrectionModule, datamodule: LightningDat
     stages = []
     for name in plan_stages(model):
         overrides = {"max_epochs": epochs[name]} if epochs.get(name) is not None else {}
+        train_set = stage_train_set(model, name)
         if name == "ancillary":
             stage = Stage(
                 name,
                 model.build_ancillary_module(),
-                _use(TRAIN_SETS[name]),
+                _use(train_set),
                 overrides,
                 _restore_ancillary(model),
-                description=f"train set '{TRAIN_SETS[name]}'",
+                description=f"train set '{train_set}'",
             )
         else:
             stage = Stage(
                 name,
                 model,
-                _use(TRAIN_SETS[name]),
+                _use(train_set),
                 overrides,
                 _restore_primary(model),
                 takes_ckpt_path=name == "main",
-                description=f"train set '{TRAIN_SETS[name]}'",
+                description=f"train set '{train_set}'",
             )
         stages.append(stage)
     return iter(stages)
