@@ -182,9 +182,11 @@ def tuning_files() -> dict[int, SeedResults]:
     }
 
 
-def tune() -> None:
-    """CE and ARM each try every lr of ``LEARNING_RATES`` on the tuning data and seeds."""
+def tune(seeds: list[int] | None = None) -> None:
+    """CE and ARM each try every lr of ``LEARNING_RATES`` on the tuning data and seeds (``seeds``: some of them)."""
     for seed, results in tuning_files().items():
+        if seeds is not None and seed not in seeds:
+            continue
         plan = [
             (f"{family}@lr{lr:g}", lambda f=family, lr=lr, s=seed: train(f, "coarse", s, lr, TUNING_DATA_SEED))
             for family in ("base_ce", "arm")
@@ -253,9 +255,9 @@ def ablation(args: argparse.Namespace) -> None:
     """The ``ablation`` subcommand: tune, run, and (always) render the report."""
     THREADS[0] = args.threads or REGIME.threads
     if args.tune:
-        tune()
+        tune(args.seeds)
     elif not args.report_only:
-        run_seeds(args.seeds, args.variants, args.labels)
+        run_seeds(args.seeds or [0, 1, 2], args.variants, args.labels)
     from arm_report import write_report  # the report reads only the JSON files
 
     write_report()
@@ -267,7 +269,9 @@ ABLATION_HELP = "the ARM paper's Tables 1, 2, 4 and 5 in the benchmark regime"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags of the ``ablation`` subcommand to its parser in ``bench/arm.py``."""
     parser.add_argument("--tune", action="store_true", help="run the lr sweeps (tuning data and seeds)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help=f"reporting seeds (default 0 1 2); with --tune, some of {TUNING_SEEDS}"
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--labels", nargs="+", choices=list(BOTH), default=list(BOTH))
     parser.add_argument("--threads", type=int, help="torch threads per run (default: the regime's)")
