@@ -29,7 +29,7 @@ from arm_ablation import (
     tuned_lrs,
     tuning_table,
 )
-from harness import claim_verdict, difference_cell, load_json, mean_std, seeds_to_resolve
+from harness import claim_verdict, curve_table, difference_cell, load_json, mean_std, seeds_to_resolve
 from verdicts import difference_interval
 
 NAMES = {
@@ -196,19 +196,10 @@ def tuning_lines() -> list[str]:
 def curve_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
     """CE's and ARM's mean val mIoU by step (the plateau), over the seeds finished."""
     keys = [run_key(v, lab) for lab in ("coarse", "fine") for v in ("base_ce", "arm")]
-    curves = {k: [d["variants"][k]["curve"] for d in seeds.values() if k in d["variants"]] for k in keys}
-    steps = sorted({p[0] for runs in curves.values() for c in runs for p in c})
-    if not steps:
+    table_ = curve_table({k: [d["variants"][k]["curve"] for d in seeds.values() if k in d["variants"]] for k in keys})
+    if not table_:
         return []
-    lines = ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished.", ""]
-    lines += ["| step | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for step in steps:
-        cells = []
-        for key in keys:
-            at = [p[1] for c in curves[key] for p in c if p[0] == step]
-            cells.append(f"{100 * statistics.mean(at):.1f}" if at else "-")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    return ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished.", "", *table_, ""]
 
 
 def learned_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:

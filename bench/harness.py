@@ -142,3 +142,26 @@ def seeds_to_resolve(differences: list[float], effect: float) -> str:
     if len(differences) < 2 or effect == 0:
         return "needs 2 or more seeds to estimate the spread"
     return f"about {seeds_needed(differences, effect)} seeds would resolve {effect:+.2f} (80% power)"
+
+
+def curve_table(curves: dict[str, list[list[list[float]]]]) -> list[str]:
+    """``| step | <name> ... |`` rows: each name's val mIoU (%) by step, mean over its runs' curves.
+
+    Args:
+        curves: Per column name, the curves of its runs, each a list of ``[step, mIoU]`` points.
+
+    Returns:
+        The table's lines, or none when no curve has a point.
+
+    """
+    steps = sorted({point[0] for runs in curves.values() for curve in runs for point in curve})
+    if not steps:
+        return []
+    lines = ["| step | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
+    for step in steps:
+        cells = []
+        for runs in curves.values():
+            at = [point[1] for curve in runs for point in curve if point[0] == step]
+            cells.append(f"{100 * statistics.mean(at):.1f}" if at else "-")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return lines

@@ -112,107 +112,34 @@ class Regime:
         )
 
 
+def unet3(**settings: Any) -> Regime:
+    """A candidate on the depth-3 resnet18 Unet with decoder (32, 16, 8) in bf16, with ``settings`` changed."""
+    return Regime(**{"encoder_depth": 3, "decoder_channels": (32, 16, 8), "precision": "bf16-mixed", **settings})
+
+
+NO_RESCALE = (1.0, 1.0)
 # Every candidate tried (the report's "what was tried" lists the runs of each); CHOSEN is the regime.
 CANDIDATES: dict[str, Regime] = {
     "unet64_s600": Regime(),
     "unet64_s600_bf16": Regime(precision="bf16-mixed"),
-    "unet3_b8_s1200_bf16": Regime(
-        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=1200, val_every=100, precision="bf16-mixed"
-    ),
-    "unet3_b8_s2400_bf16": Regime(  # the convergence check: twice the steps of the regime
-        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=2400, val_every=200, precision="bf16-mixed"
-    ),
+    "unet3_b8_s1200_bf16": unet3(batch_size=8, steps=1200, val_every=100),
+    "unet3_b8_s2400_bf16": unet3(batch_size=8, steps=2400, val_every=200),  # twice the steps of the above
     # toward a plateau within 90 s: a larger learning rate, or more and cheaper steps
-    "unet3_b8_s1200_lr1e2_bf16": Regime(
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        lr=1e-2,
-        steps=1200,
-        val_every=100,
-        precision="bf16-mixed",
-    ),  # fmt: skip
-    "unet3_b8_s1800_bf16": Regime(  # more steps, validated less often
-        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=1800, val_every=300, precision="bf16-mixed"
-    ),
-    "unet3_b8_s2400_v600_bf16": Regime(  # the convergence check's steps, validated four times
-        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=8, steps=2400, val_every=600, precision="bf16-mixed"
-    ),
-    "unet3_b6_s2400_v600_bf16": Regime(  # the plateau's steps, cheaper: batch 6
-        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=6, steps=2400, val_every=600, precision="bf16-mixed"
-    ),
-    "unet3_d16_b8_s2400_v600_bf16": Regime(  # the plateau run with a half-width decoder
-        encoder_depth=3, decoder_channels=(16, 8, 4), batch_size=8, steps=2400, val_every=600, precision="bf16-mixed"
-    ),
-    "mnv2_3_b8_s2400_v600_bf16": Regime(  # the plateau run with a lighter encoder
-        encoder_name="mobilenet_v2",
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        steps=2400,
-        val_every=600,
-        precision="bf16-mixed",
-    ),  # fmt: skip
-    "unet3_px48_b8_s2400_v600_bf16": Regime(  # the plateau run on 48-pixel images (0.56 of the pixels)
-        image_size=48,
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        steps=2400,
-        val_every=600,
-        precision="bf16-mixed",
-    ),  # fmt: skip
+    "unet3_b8_s1200_lr1e2_bf16": unet3(batch_size=8, lr=1e-2, steps=1200, val_every=100),
+    "unet3_b8_s1800_bf16": unet3(batch_size=8, steps=1800, val_every=300),
+    "unet3_b8_s2400_v600_bf16": unet3(batch_size=8, steps=2400, val_every=600),
+    "unet3_b6_s2400_v600_bf16": unet3(batch_size=6, steps=2400, val_every=600),
+    "unet3_d16_b8_s2400_v600_bf16": unet3(decoder_channels=(16, 8, 4), batch_size=8, steps=2400, val_every=600),
+    "mnv2_3_b8_s2400_v600_bf16": unet3(encoder_name="mobilenet_v2", batch_size=8, steps=2400, val_every=600),
+    "unet3_px48_b8_s2400_v600_bf16": unet3(image_size=48, batch_size=8, steps=2400, val_every=600),
     # the plateau's steps on both cores, validated every 200 steps so the curve shows the plateau
-    "unet3_b8_s2400_bf16_t2": Regime(
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        steps=2400,
-        val_every=200,
-        precision="bf16-mixed",
-        threads=2,
-    ),  # fmt: skip
-    "unet3_b8_s4800_bf16_t2": Regime(  # its convergence check: twice the steps
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        steps=4800,
-        val_every=400,
-        precision="bf16-mixed",
-        threads=2,
-    ),  # fmt: skip
+    "unet3_b8_s2400_bf16_t2": unet3(batch_size=8, steps=2400, val_every=200, threads=2),
+    "unet3_b8_s4800_bf16_t2": unet3(batch_size=8, steps=4800, val_every=400, threads=2),  # its convergence check
     # toward a plateau: no rescaling augmentation (the model fits the images sooner), or smaller images
-    "unet3_noaug_b8_s4800": Regime(
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        steps=4800,
-        val_every=400,
-        precision="bf16-mixed",
-        scale_range=(1.0, 1.0),
-    ),  # fmt: skip
-    "unet3_noaug_b8_s2400_t2": Regime(  # no rescaling, 2400 steps on both cores, validated every 200 steps
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=8,
-        steps=2400,
-        val_every=200,
-        precision="bf16-mixed",
-        threads=2,
-        scale_range=(1.0, 1.0),
-    ),  # fmt: skip
-    "unet3_px32_b16_s4800": Regime(
-        image_size=32,
-        encoder_depth=3,
-        decoder_channels=(32, 16, 8),
-        batch_size=16,
-        steps=4800,
-        val_every=400,
-        precision="bf16-mixed",
-    ),  # fmt: skip
-    "unet3_b4_s2400_bf16": Regime(
-        encoder_depth=3, decoder_channels=(32, 16, 8), batch_size=4, steps=2400, val_every=200, precision="bf16-mixed"
-    ),
+    "unet3_noaug_b8_s4800": unet3(batch_size=8, steps=4800, val_every=400, scale_range=NO_RESCALE),
+    "unet3_noaug_b8_s2400_t2": unet3(batch_size=8, steps=2400, val_every=200, threads=2, scale_range=NO_RESCALE),
+    "unet3_px32_b16_s4800": unet3(image_size=32, batch_size=16, steps=4800, val_every=400),
+    "unet3_b4_s2400_bf16": unet3(batch_size=4, steps=2400, val_every=200),
 }
 CHOSEN = "unet3_noaug_b8_s2400_t2"
 DOUBLED = "unet3_noaug_b8_s4800"  # the regime with twice the steps: its convergence check

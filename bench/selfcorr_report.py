@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from harness import claim_verdict, difference_cell, load_json, mean_std, seeds_to_resolve
+from harness import claim_verdict, curve_table, difference_cell, load_json, mean_std, seeds_to_resolve
 from selfcorr import ANCILLARY, COMMAND, REGIME, REPORT, RUNS, VARIANTS, default_fulls, run_key, settings
 from verdicts import difference_interval, ratio_interval
 
@@ -269,20 +269,12 @@ def value_of_w(seeds: dict[int, dict[str, Any]], fulls: list[int]) -> list[str]:
 def curves(seeds: dict[int, dict[str, Any]], num_full: int) -> list[str]:
     """Each variant's val mIoU by step of its last stage at F = ``num_full``, mean over seeds (the plateau)."""
     keys = [v for v in VARIANTS if values(seeds, v, num_full)]
-    runs = {v: [r["curve"] for r in results(seeds, v, num_full) if r.get("curve")] for v in keys}
-    steps = sorted({p[0] for found in runs.values() for c in found for p in c})
-    if not steps:
+    table = curve_table({v: [r["curve"] for r in results(seeds, v, num_full) if r.get("curve")] for v in keys})
+    if not table:
         return []
     lines = [f"## Learning curves, F = {num_full}", ""]
     lines += ["Val mIoU (%) by step of each variant's last stage (conv: its main stage), mean over the seeds.", ""]
-    lines += ["| step | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-    for step in steps:
-        cells = []
-        for variant in keys:
-            at = [p[1] for c in runs[variant] for p in c if p[0] == step]
-            cells.append(f"{100 * statistics.mean(at):.1f}" if at else "-")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    return [*lines, *table, ""]
 
 
 def per_step(result: dict[str, Any]) -> float | None:
