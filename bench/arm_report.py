@@ -241,6 +241,8 @@ def header(seeds: dict[int, dict[str, Any]]) -> list[str]:
         f"- Regime (`bench/regime.py`, docs/results/regime.md): {dataclasses.asdict(REGIME)}; AdamW with poly "
         f"decay; auxiliary FCN head, weight {AUX_WEIGHT}; ARM's lr = -{ARM_LR_MULTIPLIER:g} x the net's (the paper's "
         "rule); 5% isolation phase; metrics on the fine val masks after the last step (no checkpoint selection).",
+        "- Read these with docs/results/regime.md: whether the regime converges (for coarse and for fine labels) is "
+        "one of its computed verdicts.",
         "",
     ]
     return lines

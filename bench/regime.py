@@ -91,6 +91,23 @@ class Regime:
             **options,
         )
 
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Trainer arguments of a run: the steps, periodic validation and precision; no logger, checkpoints or bars."""
+        return {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": self.steps,
+            "max_epochs": -1,
+            "val_check_interval": self.val_every,
+            "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0,
+            "precision": self.precision,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        }
+
     def data(self, variant: str, seed: int, labels: str = "fine") -> SemiSupervisedSyntheticDataModule:
         """The seed's DataModule serving ``variant``'s training set."""
         return SemiSupervisedSyntheticDataModule(
@@ -182,20 +199,7 @@ def fit(regime: Regime, module: Any, data: Any, callbacks: list[Callback] | None
     torch.set_num_threads(regime.threads)
     curve = Curve()
     trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=regime.steps,
-        max_epochs=-1,
-        val_check_interval=regime.val_every,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        precision=regime.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[curve, *(callbacks or [])],
-        default_root_dir=str(WORK / "trainer"),
+        **regime.trainer_kwargs(), callbacks=[curve, *(callbacks or [])], default_root_dir=str(WORK / "trainer")
     )
     load_before = os.getloadavg()[0]
     started = time.perf_counter()

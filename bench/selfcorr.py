@@ -188,19 +188,8 @@ def trainer_factory(regime: Regime, root: Path) -> Callable[..., Trainer]:
     """New Trainers for the stage runner, set as ``regime.fit``'s (steps, validation, precision), one record each."""
 
     def factory(stage: str, **overrides: Any) -> Trainer:
-        kwargs = {
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_steps": regime.steps,
-            "max_epochs": -1,
-            "val_check_interval": regime.val_every,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "precision": regime.precision,
-            "logger": False,
-            "enable_checkpointing": False,  # the stage runner adds its ResumeCheckpoint
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
+        kwargs = {  # no checkpointing of its own: the stage runner adds its ResumeCheckpoint
+            **regime.trainer_kwargs(),
             "callbacks": [StageRecord(root / stage / "record.json")],
             "default_root_dir": str(root / stage),
         }
