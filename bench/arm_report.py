@@ -190,7 +190,15 @@ def tuning_lines() -> list[str]:
         cells = [", ".join(f"{100 * v:.1f}" for v in table_[f].get(lr, [])) or "-" for f in ("ce", "arm")]
         lines.append(f"| {lr:g} | {cells[0]} | {cells[1]} |")
     chosen = f"CE {lrs['ce']:g}, ARM {lrs['arm']:g}" if lrs else "not yet (tuning unfinished)"
-    return [*lines, "", f"Chosen: {chosen}.", ""]
+    lines += ["", f"Chosen: {chosen}."]
+    edges = [f for f, lr in (lrs or {}).items() if lr in (min(LEARNING_RATES), max(LEARNING_RATES))]
+    if edges:
+        sides = " and ".join("CE" if f == "ce" else "ARM" for f in edges)
+        lines.append(
+            f"{sides} chose an lr at the edge of the sweep, so a wider sweep might find a better one (for both "
+            "sides alike, to keep the budgets equal)."
+        )
+    return [*lines, ""]
 
 
 def curve_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
