@@ -20,6 +20,7 @@ from arm_ablation import (
     COMMAND,
     LEARNING_RATES,
     REGIME,
+    REPO,
     REPORT,
     RUNS,
     TUNING_DATA_SEED,
@@ -29,9 +30,19 @@ from arm_ablation import (
     tuned_lrs,
     tuning_table,
 )
-from harness import claim_verdict, curve_table, difference_cell, load_json, mean_std, seeds_to_resolve
+from harness import (
+    CLAIM_LINES,
+    curve_table,
+    difference_cell,
+    load_json,
+    mean_std,
+    paired_text,
+    verdict_with_seeds,
+    write_readme_block,
+)
 from verdicts import difference_interval
 
+README = REPO / "README.md"
 NAMES = {
     "base_ce": "Base model (CE)",
     "arm": "ARM (var, L2, detached)",
@@ -82,6 +93,7 @@ CLAIMS = [
     Claim("ohem", "base_ce", "coarse", 0.0, "Table 5 (OHEM -0.02: no gain on coarse labels)"),
     Claim("arm", "ohem", "coarse", 1.63, "Table 5"),
 ]
+HEADLINE = [CLAIMS[3], CLAIMS[12], CLAIMS[13], CLAIMS[16]]  # ARM - CE (coarse, fine), OHEM - CE fine, ARM - OHEM
 DIVERGES = {"arm_l1": "L1 norm", "arm_entropy": "entropy input"}  # the paper's NaN rows (Table 2)
 
 
@@ -107,13 +119,11 @@ def claim_line(seeds: dict[int, dict[str, Any]], claim: Claim) -> str:
     """One generated line: the difference here with its interval, the paper's, and the computed verdict."""
     what = f"{NAMES[claim.subject]} − {NAMES[claim.baseline]}, {claim.labels} labels"
     diffs = paired(seeds, claim.subject, claim.baseline, claim.labels)
-    cell, _ = difference_cell(diffs, NAMES[claim.subject], NAMES[claim.baseline])
+    cell = paired_text(diffs)
     if claim.paper == 0:
         verdict = no_gain_verdict(diffs, NAMES[claim.subject])
     else:
-        verdict = claim_verdict(diffs, NAMES[claim.subject], claim.paper)
-        if verdict.startswith("not resolved") and len(diffs) >= 2:
-            verdict += f" at {len(diffs)} seeds; {seeds_to_resolve(diffs, claim.paper)}"
+        verdict = verdict_with_seeds(diffs, NAMES[claim.subject], claim.paper)
     return f"- {what}: {cell}; paper {claim.paper:+.2f} ({claim.source}). **{verdict}**"
 
 
@@ -260,12 +270,7 @@ def write_report() -> None:
     """Render docs/results/arm.md."""
     seeds = load_seeds()
     lines = [*header(seeds), "## Does it reproduce here?", ""]
-    lines.append(
-        "Each line: the paired difference in mIoU points with its 95% t interval over seeds, the paper's own "
-        "difference, and the verdict computed from the interval (a claim reproduces when the whole interval is on "
-        "the paper's side of 0; an unresolved claim gives the seeds that would resolve the paper's effect with 80% "
-        "power, from the spread measured so far)."
-    )
+    lines.append(CLAIM_LINES)
     lines += ["", *[claim_line(seeds, c) for c in CLAIMS]]
     lines += [divergence_line(seeds, v, f"{NAMES[v]} ({w})") for v, w in DIVERGES.items()]
     lines += ["", *tuning_lines(), *tables(seeds), *curve_lines(seeds), *learned_lines(seeds)]
@@ -280,3 +285,16 @@ def write_report() -> None:
     ]
     REPORT.write_text("\n".join(lines))
     print(f"wrote {REPORT}")
+    write_readme_block(README, "bench/arm_report.py", readme_lines(seeds))
+
+
+def readme_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
+    """The README's ARM claims: the headline comparisons' generated lines and the count of every claim's verdicts."""
+    lines = [claim_line(seeds, claim) for claim in HEADLINE]
+    verdicts = [claim_line(seeds, claim).rsplit("**", 2)[1].split(" ")[0] for claim in CLAIMS]
+    counts = {word: verdicts.count(word) for word in ("reproduces", "does", "not", "consistent")}
+    lines.append(
+        f"- Of the {len(CLAIMS)} claims in docs/results/arm.md at {len(seeds)} seed(s): {counts['reproduces']} "
+        f"reproduce, {counts['does']} do not, {counts['not'] + counts['consistent']} are not resolved."
+    )
+    return [f"  {line}" for line in lines]  # sub-items of the README's ARM item

@@ -14,12 +14,22 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from harness import claim_verdict, curve_table, difference_cell, load_json, mean_std, seeds_to_resolve
-from selfcorr import ANCILLARY, COMMAND, REGIME, REPORT, RUNS, VARIANTS, default_fulls, run_key, settings
+from harness import (
+    CLAIM_LINES,
+    curve_table,
+    difference_cell,
+    load_json,
+    mean_std,
+    paired_text,
+    verdict_with_seeds,
+    write_readme_block,
+)
+from selfcorr import ANCILLARY, COMMAND, REGIME, REPO, REPORT, RUNS, VARIANTS, default_fulls, run_key, settings
 from verdicts import difference_interval, ratio_interval
 
 from segmend.datamodules.base import batch_split
 
+README = REPO / "README.md"
 NAMES = {
     "ancillary_full": "Ancillary model (all of F; val boxes)",
     "none": "No self-correction",
@@ -143,15 +153,11 @@ def claim_line(seeds: dict[int, dict[str, Any]], claim: Claim) -> str:
     """One generated line: the difference here with its interval, the paper's, and the computed verdict."""
     subject, baseline = NAMES[claim.subject], NAMES[claim.baseline]
     diffs = paired(seeds, claim.subject, claim.baseline, claim.num_full)
-    cell, _ = difference_cell(diffs, subject, baseline)
-    if len(diffs) < 2:  # no interval yet: what there is
-        cell = f"{len(diffs)} paired seed{'s' * (len(diffs) != 1)}" + "".join(f" ({d:+.2f} pts)" for d in diffs)
+    cell = paired_text(diffs)
     what = f"{subject} − {baseline}, F = {claim.num_full}"
     if claim.paper is None:
         return f"- {what}: {cell}; no paper number ({claim.source}). **{direction_text(diffs, subject, baseline)}**"
-    verdict = claim_verdict(diffs, subject, claim.paper)
-    if verdict.startswith("not resolved") and len(diffs) >= 2:
-        verdict += f" at {len(diffs)} seeds; {seeds_to_resolve(diffs, claim.paper)}"
+    verdict = verdict_with_seeds(diffs, subject, claim.paper)
     return f"- {what}: {cell}; paper {claim.paper:+.2f} ({claim.source}). **{verdict}**"
 
 
@@ -235,12 +241,7 @@ def table2(seeds: dict[int, dict[str, Any]], num_full: int) -> list[str]:
 def claims_section(seeds: dict[int, dict[str, Any]], fulls: list[int]) -> list[str]:
     """The "Does it reproduce here?" list: Table 2's claims at the regime's F, then Table 1's at every F."""
     lines = ["## Does it reproduce here?", ""]
-    lines.append(
-        "Each line: the paired difference in mIoU points with its 95% t interval over seeds, the paper's own "
-        "difference, and the verdict computed from the interval (a claim reproduces when the whole interval is on "
-        "the paper's side of 0; an unresolved claim gives the seeds that would resolve the paper's effect with 80% "
-        "power, from the spread measured so far)."
-    )
+    lines.append(CLAIM_LINES)
     lines += ["", f"Table 2 (paper F = {PAPER_TABLE2_FULL}), here at F = {REGIME.num_full}:", ""]
     lines += [claim_line(seeds, c) for c in table2_claims(REGIME.num_full)]
     mapping = ", ".join(f"our F = {fraction(f, REGIME.num_train)} ↔ paper F = {paper_full(f)}" for f in fulls)
@@ -360,3 +361,5 @@ def write_report() -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines))
     print(f"wrote {REPORT}")
+    claims = [f"  {claim_line(seeds, c)}" for c in table2_claims(REGIME.num_full)]  # sub-items of the README's item
+    write_readme_block(README, "bench/selfcorr_report.py", claims)

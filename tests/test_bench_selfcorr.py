@@ -28,6 +28,7 @@ def bench(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setattr(module, "REPORT", tmp_path / "selfcorr.md")
         monkeypatch.setattr(module, "REGIME", fixed)
     monkeypatch.setattr(selfcorr, "WORK", tmp_path / "work")
+    monkeypatch.setattr(report, "README", tmp_path / "README.md")
     monkeypatch.setattr(regime, "WORK", tmp_path / "regime")
     return selfcorr, report
 
