@@ -162,10 +162,15 @@ def verdict_with_seeds(differences: list[float], subject: str, paper_effect: flo
 
 
 def seeds_to_resolve(differences: list[float], effect: float) -> str:
-    """``'about M seeds would resolve +x (80% power)'``: what an unresolved paired comparison needs."""
-    if len(differences) < 2 or effect == 0:
-        return "needs 2 or more seeds to estimate the spread"
-    return f"about {seeds_needed(differences, effect)} seeds would resolve {effect:+.2f} (80% power)"
+    """``'about M seeds would resolve +x (80% power)'``: what an unresolved paired comparison needs.
+
+    The spread of fewer than 3 seeds is too uncertain to size a sample from; and as the comparison is
+    unresolved at its current seeds, at least one more is needed, whatever the formula says.
+    """
+    if len(differences) < 3 or effect == 0:
+        return "3 or more seeds are needed to estimate how many would resolve it"
+    needed = max(seeds_needed(differences, effect), len(differences) + 1)
+    return f"about {needed} seeds would resolve {effect:+.2f} (80% power)"
 
 
 def curve_table(curves: dict[str, list[list[list[float]]]]) -> list[str]:

@@ -45,3 +45,13 @@ def test_results_of_another_regime_are_refused(harness, tmp_path: Path):
     harness.SeedResults(path, {"steps": 10}, "bench/x.py", 0).record("a", {"mIoU": 0.5})
     with pytest.raises(ValueError, match=r"seed0.json holds results of another regime \(\{'steps': 10\}\)"):
         harness.SeedResults(path, {"steps": 20}, "bench/x.py", 0)
+
+
+def test_seeds_to_resolve_needs_three_seeds_and_asks_for_more_than_it_has(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    harness = importlib.import_module("harness")
+    too_few = harness.seeds_to_resolve([1.2, 1.6], 1.61)
+    assert too_few == "3 or more seeds are needed to estimate how many would resolve it"
+    tight = [1.2, 1.6, 1.4]  # the formula alone would say 2 seeds: no fewer than one more than it has
+    assert harness.seeds_to_resolve(tight, 1.61) == "about 4 seeds would resolve +1.61 (80% power)"
+    assert harness.seeds_to_resolve([2.0, -1.0, 3.0, 0.5], 1.0).startswith("about ")
