@@ -156,8 +156,10 @@ def claim_verdict(differences: list[float], subject: str = "ours", paper_effect:
 def verdict_with_seeds(differences: list[float], subject: str, paper_effect: float) -> str:
     """:func:`claim_verdict`, and for an unresolved claim how many seeds would resolve the paper's effect."""
     verdict = claim_verdict(differences, subject, paper_effect)
-    if verdict.startswith("not resolved") and len(differences) >= 2:
-        verdict += f" at {len(differences)} seeds; {seeds_to_resolve(differences, paper_effect)}"
+    unresolved = "not resolved"
+    if verdict.startswith(unresolved) and len(differences) >= 2:
+        rest = verdict[len(unresolved) :]
+        verdict = f"{unresolved} at {len(differences)} seeds{rest}; {seeds_to_resolve(differences, paper_effect)}"
     return verdict
 
 
