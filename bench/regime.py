@@ -157,9 +157,25 @@ CANDIDATES: dict[str, Regime] = {
     "unet3_noaug_b8_s2400_t2": unet3(batch_size=8, steps=2400, val_every=200, threads=2, scale_range=NO_RESCALE),
     "unet3_px32_b16_s4800": unet3(image_size=32, batch_size=16, steps=4800, val_every=400),
     "unet3_b4_s2400_bf16": unet3(batch_size=4, steps=2400, val_every=200),
+    # toward a plateau without rescaling: the larger lr both tuning sweeps chose, or half the training images
+    "unet3_noaug_lr6e3_b8_s2400": unet3(batch_size=8, lr=6e-3, steps=2400, val_every=200, scale_range=NO_RESCALE),
+    "unet3_noaug_lr6e3_b8_s4800": unet3(batch_size=8, lr=6e-3, steps=4800, val_every=400, scale_range=NO_RESCALE),
+    "unet3_noaug_n200_b8_s2400": unet3(
+        num_train=200, num_full=20, batch_size=8, steps=2400, val_every=200, scale_range=NO_RESCALE
+    ),
+    "unet3_noaug_n200_b8_s4800": unet3(
+        num_train=200, num_full=20, batch_size=8, steps=4800, val_every=400, scale_range=NO_RESCALE
+    ),
+    # half the training images plateau by ~1400 steps: 2000 steps on both cores fit in 90 s
+    "unet3_noaug_n200_b8_s2000_t2": unet3(
+        num_train=200, num_full=20, batch_size=8, steps=2000, val_every=200, threads=2, scale_range=NO_RESCALE
+    ),
+    "unet3_noaug_n200_b8_s4000": unet3(
+        num_train=200, num_full=20, batch_size=8, steps=4000, val_every=400, scale_range=NO_RESCALE
+    ),
 }
-CHOSEN = "unet3_noaug_b8_s2400_t2"
-DOUBLED = "unet3_noaug_b8_s4800"  # the regime with twice the steps: its convergence check
+CHOSEN = "unet3_noaug_n200_b8_s2000_t2"
+DOUBLED = "unet3_noaug_n200_b8_s4000"  # the regime with twice the steps: its convergence check
 
 
 class Curve(Callback):
