@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -43,8 +42,7 @@ from segmend.modules import SegmentationModule
 from segmend.optim import PolyLR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import load_json, save_json  # noqa: E402
-from verdicts import difference_interval, target_verdict  # noqa: E402
+from harness import save_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "docs" / "results" / "regime_runs"
@@ -301,213 +299,6 @@ def box_statistics(regime: Regime) -> dict[str, Any]:
     }
 
 
-# -------------------------------------------------------------------------------------------- report
-def load_runs() -> list[dict[str, Any]]:
-    """Every run's JSON."""
-    return [load_json(path) for path in sorted(RUNS.glob("*__seed*__*.json"))]
-
-
-def value_at(curve: list[list[float]], step: float) -> float:
-    """The curve's mIoU at the recorded step closest to ``step``."""
-    return min(curve, key=lambda point: abs(point[0] - step))[1]
-
-
-def plateau_gain(run: dict[str, Any]) -> float:
-    """mIoU points gained over the last third of training (final minus the value at 2/3 of the steps)."""
-    return 100 * (run["curve"][-1][1] - value_at(run["curve"], 2 * run["steps"] / 3))
-
-
-def paired(runs: dict[tuple[int, str], dict[str, Any]], a: str, b: str) -> list[float]:
-    """Per-seed ``a - b`` mIoU differences, in points, over the seeds that have both."""
-    seeds = sorted({s for s, _ in runs})
-    return [100 * (runs[s, a]["mIoU"] - runs[s, b]["mIoU"]) for s in seeds if (s, a) in runs and (s, b) in runs]
-
-
-def interval_line(values: list[float], target: str, what: str) -> str:
-    """``what: x (95% CI ...); target: verdict`` (or why there is no interval)."""
-    if len(values) < 2:
-        shown = ", ".join(f"{v:+.1f}" for v in values) or "none"
-        return f"- {what}: {shown} (n = {len(values)}); target {target}: not resolved (needs 2 or more seeds)"
-    interval = difference_interval(values)
-    return f"- {what}: {interval.format(2, ' pts').replace(' rounds)', ' seeds)')}; target {target}: " + target_verdict(
-        interval, target
-    )
-
-
-def regime_lines(candidate: str, runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
-    """The chosen candidate's settings, curves, gaps, box statistics and verdicts."""
-    regime = CANDIDATES[candidate]
-    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == candidate}
-    seeds = sorted({s for s, _ in by_key})
-    lines = ["## Regime", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in dataclasses.asdict(regime).items()]
-    lines += ["| optimizer | AdamW, poly decay (power 0.9) per step |", ""]
-    if not by_key:
-        return [*lines, "No finished runs yet.", ""]
-    lines += [f"Seeds: {', '.join(map(str, seeds))} (each seed: the F draw, loader order and initial weights).", ""]
-    lines += ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished (n).", ""]
-    steps = sorted({p[0] for r in by_key.values() for p in r["curve"]})
-    lines += ["| step | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
-    for step in steps:
-        cells = []
-        for variant in VARIANTS:
-            values = [p[1] for (s, v), r in by_key.items() if v == variant for p in r["curve"] if p[0] == step]
-            cells.append(f"{100 * statistics.mean(values):.1f} (n={len(values)})" if values else "-")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines += ["", "Final val mIoU (%) per seed, with seconds per run and the machine's 1-minute load"]
-    lines += ["average when the run started (the machine is shared; 2 CPUs):", ""]
-    lines += ["| seed | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
-    for seed in seeds:
-        cells = [
-            f"{100 * r['mIoU']:.1f} ({r['seconds']:.0f} s, load {r.get('load_average', [float('nan')])[0]:.1f})"
-            if (r := by_key.get((seed, v)))
-            else "-"
-            for v in VARIANTS
-        ]
-        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
-    seconds = [r["seconds"] for r in by_key.values()]
-    lines += ["", "## Properties (verdicts computed from the runs' JSON)", ""]
-    for variant in VARIANTS:
-        gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
-        what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
-        lines.append(interval_line(gains, "<= 1", what))
-    doubled = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == DOUBLED}
-    for variant in VARIANTS:
-        more = [
-            100 * (doubled[k]["mIoU"] - r["mIoU"])
-            for k, r in sorted(by_key.items())
-            if k[1] == variant and k in doubled
-        ]
-        if more:
-            what = f"1b. Convergence check, {variant}: twice the steps ({DOUBLED}) minus the regime (pts)"
-            lines.append(interval_line(more, "<= 1", what))
-    lines.append(interval_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
-    lines.append(interval_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
-    if boxes:
-        ratio = (regime.num_train - regime.num_full) / regime.num_full
-        jitter_ok = "met" if regime.box_jitter > 0 else "not met"
-        lines.append(
-            f"- 3. Boxes: W/F = {regime.num_train - regime.num_full}/{regime.num_full} = {ratio:.1f}; target >= 5: "
-            f"{'met' if ratio >= 5 else 'not met'}. Boxes jittered (std {regime.box_jitter:g} of the box side per "
-            f"edge): {jitter_ok}. Mean fill of a box by its object {boxes['mean_fill']:.2f}; masks painted from "
-            f"the boxes alone score {100 * boxes['box_miou']:.1f} mIoU against the fine masks (reported, no target)."
-        )
-    over = [s for s in seconds if s > 90]
-    lines.append(
-        f"- 4. Time of one run: {min(seconds):.0f} to {max(seconds):.0f} s over {len(seconds)} runs "
-        f"(median {statistics.median(seconds):.0f} s); target <= 90 s for every run: "
-        + ("met" if not over else f"not met ({len(over)} runs over)")
-    )
-    if boxes:
-        lines += ["", "## Boxes", ""]
-        lines.append(
-            f"{boxes['boxes']} boxes on the {boxes['images']} training images (jitter {boxes['box_jitter']:g}); "
-            "fill = fraction of the box's pixels of its class in the fine mask."
-        )
-        lines += ["", "| class | mean fill | boxes |", "|---|---|---|"]
-        lines += [f"| {name} | {fill:.2f} | {count} |" for name, (fill, count) in boxes["per_class"].items()]
-        lines.append(f"| all | {boxes['mean_fill']:.2f} | {boxes['boxes']} |")
-    return [*lines, ""]
-
-
-def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
-    """One row per candidate and variant: the settings that differ from the chosen regime, and the numbers."""
-    chosen = dataclasses.asdict(CANDIDATES[CHOSEN])
-    lines = [
-        "## What was tried",
-        "",
-        "Every candidate's runs (mean over its seeds; gain = last third of training).",
-        "",
-    ]
-    lines += ["| candidate | differs from the regime | variant | seeds | final mIoU | gain (pts) | s per run |"]
-    lines.append("|---|---|---|---|---|---|---|")
-    for name in CANDIDATES:
-        settings = dataclasses.asdict(CANDIDATES[name])
-        diff = ", ".join(f"{k}={v}" for k, v in settings.items() if v != chosen[k]) or "(the regime)"
-        for variant in VARIANTS:
-            mine = [r for r in runs if r["candidate"] == name and r["variant"] == variant]
-            if not mine:
-                continue
-            final = statistics.mean(100 * r["mIoU"] for r in mine)
-            gain = statistics.mean(plateau_gain(r) for r in mine)
-            seconds = statistics.mean(r["seconds"] for r in mine)
-            lines.append(f"| {name} | {diff} | {variant} | {len(mine)} | {final:.1f} | {gain:+.1f} | {seconds:.0f} |")
-    lines.append("")
-    lines += pair_lines(runs, "unet64_s600", "unet64_s600_bf16", "Precision (same settings, fp32 vs bf16-mixed)")
-    lines += pair_lines(runs, CHOSEN, DOUBLED, "Convergence check (the regime vs twice its steps)")
-    lines += pair_lines(
-        runs,
-        "unet3_b8_s2400_bf16_t2",
-        "unet3_b8_s4800_bf16_t2",
-        "With rescaling augmentation (the previous regime) vs twice its steps",
-    )
-    lines += pair_lines(
-        runs, "unet3_b8_s1200_bf16", "unet3_b8_s2400_bf16", "The first candidate regime (1200 steps) vs twice its steps"
-    )
-    return lines
-
-
-def pair_lines(runs: list[dict[str, Any]], first: str, second: str, title: str) -> list[str]:
-    """Two candidates' runs of the same seed and variant side by side: mIoU and seconds."""
-    index = {(r["candidate"], r["seed"], r["variant"]): r for r in runs}
-    rows = []
-    for (name, seed, variant), a in sorted(index.items()):
-        b = index.get((second, seed, variant))
-        if name == first and b:
-            rows.append(
-                f"| {seed} | {variant} | {100 * a['mIoU']:.1f} ({a['steps']} steps, {a['seconds']:.0f} s) | "
-                f"{100 * b['mIoU']:.1f} ({b['steps']} steps, {b['seconds']:.0f} s) | {100 * (b['mIoU'] - a['mIoU']):+.1f} |"
-            )
-    if not rows:
-        return []
-    head = [f"{title}, paired by seed:", "", f"| seed | variant | {first} | {second} | difference (pts) |"]
-    return [*head, "|---|---|---|---|---|", *rows, ""]
-
-
-def report() -> None:
-    """Render docs/results/regime.md from the runs' JSON."""
-    runs = load_runs()
-    boxes = load_json(RUNS / f"boxes__{CHOSEN}.json") or None
-    mine = [r for r in runs if r["candidate"] == CHOSEN]
-    where = mine[0]["machine"] if mine else machine()
-    lines = [
-        "# A benchmark regime that can resolve the weak-label claims (issue 15, part 1)",
-        "",
-        f"Generated by `{COMMAND} --report-only` from `docs/results/regime_runs/*.json`; runs made by `{COMMAND}`.",
-        f"Machine: {where['platform']}, {where['processor']}, {where['cpus']} CPUs, {where['threads']} thread(s), "
-        f"torch {where['torch']}.",
-        "",
-        "Variants (one plain `SegmentationModule`, `SemiSupervisedSyntheticDataModule`): `fullsup` = fine masks of "
-        "every training image; `f_only` = fine masks of F (10%) only; `coarse` = the simulated coarse masks of every "
-        "training image. Same seed = same F, loader seed and initial weights.",
-        "",
-        *regime_lines(CHOSEN, runs, boxes),
-        *tried_lines(runs),
-        "## Notes",
-        "",
-        "- The gain over the last third is the final val mIoU minus the value recorded nearest 2/3 of the steps "
-        "(single points, so it carries the curve's step-to-step noise). The learning rate decays to 0 (poly), "
-        "which flattens every curve's end by itself: the twice-the-steps run above is the direct check of whether "
-        "more steps would still raise the result.",
-        "- Why no rescaling augmentation: with the DataModule's default random rescale (0.75 to 1.25), full "
-        "supervision kept gaining from 2400 to 4800 steps (+5.5 to +6.8 points on seeds 0 to 2, the last table "
-        "above), so 2400 steps was not converged, and 4800 steps cost twice the time budget. Without it, seed 0's "
-        "4800-step curve is flat from about 2400 steps on (78 mIoU): the model fits the fixed images sooner, so the "
-        "regime plateaus within the budget.",
-        "- Threads: a run of the regime uses both cores (2 torch threads), which is what the 90 s target measures. "
-        "Two-thread runs slow down badly when another job shares the cores (one 4800-step run took 851 s instead of "
-        "about 180 s), so the method benchmarks run one thread per process, two processes side by side.",
-        "- Intervals are paired t intervals over seeds (`bench/verdicts.py`); a verdict is `met` only when the whole "
-        "interval satisfies the target, `not met` when none of it does, else `not resolved`.",
-        "- Seconds are wall-clock `Trainer.fit` time (training and the periodic validation), with the candidate's "
-        "threads; the machine's load average is recorded with each run.",
-        "",
-    ]
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines))
-    print("\n".join(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidate", default=CHOSEN, choices=sorted(CANDIDATES))
@@ -515,6 +306,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
+    from regime_report import write_report  # the report reads only the runs' JSON
+
     if not args.report_only:
         boxes_path = RUNS / f"boxes__{args.candidate}.json"
         if not boxes_path.is_file():
@@ -522,8 +315,8 @@ def main() -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 train(args.candidate, seed, variant)
-                report()
-    report()
+                write_report()
+    write_report()
 
 
 if __name__ == "__main__":
