@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import load_json  # noqa: E402
-from regime import CANDIDATES, CHOSEN, COMMAND, DOUBLED, REPORT, RUNS, VARIANTS, machine  # noqa: E402
+from harness import load_json, write_readme_block  # noqa: E402
+from regime import CANDIDATES, CHOSEN, COMMAND, DOUBLED, REPO, REPORT, RUNS, VARIANTS, machine  # noqa: E402
 from verdicts import difference_interval, target_verdict  # noqa: E402
+
+README = REPO / "README.md"
 
 
 def load_runs() -> list[dict[str, Any]]:
@@ -49,39 +51,14 @@ def interval_line(values: list[float], target: str, what: str) -> str:
     )
 
 
-def regime_lines(candidate: str, runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
-    """The chosen candidate's settings, curves, gaps, box statistics and verdicts."""
-    regime = CANDIDATES[candidate]
-    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == candidate}
-    seeds = sorted({s for s, _ in by_key})
-    lines = ["## Regime", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in dataclasses.asdict(regime).items()]
-    lines += ["| optimizer | AdamW, poly decay (power 0.9) per step |", ""]
+def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
+    """The regime's properties (issue 15, part 1), each with its computed verdict: one line each."""
+    regime = CANDIDATES[CHOSEN]
+    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == CHOSEN}
     if not by_key:
-        return [*lines, "No finished runs yet.", ""]
-    lines += [f"Seeds: {', '.join(map(str, seeds))} (each seed: the F draw, loader order and initial weights).", ""]
-    lines += ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished (n).", ""]
-    steps = sorted({p[0] for r in by_key.values() for p in r["curve"]})
-    lines += ["| step | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
-    for step in steps:
-        cells = []
-        for variant in VARIANTS:
-            values = [p[1] for (s, v), r in by_key.items() if v == variant for p in r["curve"] if p[0] == step]
-            cells.append(f"{100 * statistics.mean(values):.1f} (n={len(values)})" if values else "-")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines += ["", "Final val mIoU (%) per seed, with seconds per run and the machine's 1-minute load"]
-    lines += ["average when the run started (the machine is shared; 2 CPUs):", ""]
-    lines += ["| seed | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
-    for seed in seeds:
-        cells = [
-            f"{100 * r['mIoU']:.1f} ({r['seconds']:.0f} s, load {r.get('load_average', [float('nan')])[0]:.1f})"
-            if (r := by_key.get((seed, v)))
-            else "-"
-            for v in VARIANTS
-        ]
-        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+        return ["- No finished runs of the regime yet."]
     seconds = [r["seconds"] for r in by_key.values()]
-    lines += ["", "## Properties (verdicts computed from the runs' JSON)", ""]
+    lines: list[str] = []
     for variant in VARIANTS:
         gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
         what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
@@ -113,6 +90,41 @@ def regime_lines(candidate: str, runs: list[dict[str, Any]], boxes: dict[str, An
         f"(median {statistics.median(seconds):.0f} s); target <= 90 s for every run: "
         + ("met" if not over else f"not met ({len(over)} runs over)")
     )
+    return lines
+
+
+def regime_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
+    """The chosen candidate's settings, curves, gaps, box statistics and verdicts."""
+    regime = CANDIDATES[CHOSEN]
+    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == CHOSEN}
+    seeds = sorted({s for s, _ in by_key})
+    lines = ["## Regime", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in dataclasses.asdict(regime).items()]
+    lines += ["| optimizer | AdamW, poly decay (power 0.9) per step |", ""]
+    if not by_key:
+        return [*lines, "No finished runs yet.", ""]
+    lines += [f"Seeds: {', '.join(map(str, seeds))} (each seed: the F draw, loader order and initial weights).", ""]
+    lines += ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished (n).", ""]
+    steps = sorted({p[0] for r in by_key.values() for p in r["curve"]})
+    lines += ["| step | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    for step in steps:
+        cells = []
+        for variant in VARIANTS:
+            values = [p[1] for (s, v), r in by_key.items() if v == variant for p in r["curve"] if p[0] == step]
+            cells.append(f"{100 * statistics.mean(values):.1f} (n={len(values)})" if values else "-")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines += ["", "Final val mIoU (%) per seed, with seconds per run and the machine's 1-minute load"]
+    lines += ["average when the run started (the machine is shared; 2 CPUs):", ""]
+    lines += ["| seed | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    for seed in seeds:
+        cells = [
+            f"{100 * r['mIoU']:.1f} ({r['seconds']:.0f} s, load {r.get('load_average', [float('nan')])[0]:.1f})"
+            if (r := by_key.get((seed, v)))
+            else "-"
+            for v in VARIANTS
+        ]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    lines += ["", "## Properties (verdicts computed from the runs' JSON)", "", *property_lines(runs, boxes)]
     if boxes:
         lines += ["", "## Boxes", ""]
         lines.append(
@@ -208,7 +220,7 @@ def write_report() -> None:
         "every training image; `f_only` = fine masks of F (10%) only; `coarse` = the simulated coarse masks of every "
         "training image. Same seed = same F, loader seed and initial weights.",
         "",
-        *regime_lines(CHOSEN, runs, boxes),
+        *regime_lines(runs, boxes),
         *tried_lines(runs),
         "## Notes",
         "",
@@ -239,4 +251,5 @@ def write_report() -> None:
     ]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines))
+    write_readme_block(README, "bench/regime_report.py", [f"  {line}" for line in property_lines(runs, boxes)])
     print("\n".join(lines))

@@ -1,7 +1,7 @@
 """Self-correcting networks (Ibrahim et al.) in the benchmark regime: the shape of the paper's Tables 1 and 2.
 
-    .venv/bin/python bench/selfcorr.py --seeds 0 1 2 --fulls 40 20 80 --threads 1   # every variant; resumable
-    .venv/bin/python bench/selfcorr.py --seeds 0 --fulls 40 --variants none conv    # some of them
+    .venv/bin/python bench/selfcorr.py --seeds 0 1 2 --fulls 20 10 40 --threads 1   # every variant; resumable
+    .venv/bin/python bench/selfcorr.py --seeds 0 --fulls 20 --variants none conv    # some of them
     .venv/bin/python bench/selfcorr.py --report-only                                # docs/results/selfcorr.md
 
 Every run trains in the regime of ``bench/regime.py`` (its ``CHOSEN`` candidate: images, net, AdamW
