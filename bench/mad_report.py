@@ -13,13 +13,24 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import claim_verdict, difference_cell, load_json, mean_std, per_seed, points  # noqa: E402
+from harness import (  # noqa: E402
+    claim_verdict,
+    difference_cell,
+    load_json,
+    mean_std,
+    paired_text,
+    per_seed,
+    points,
+    verdict_with_seeds,
+    write_readme_block,
+)
 from verdicts import difference_interval, ratio_interval, verdict_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 RUNS = RESULTS / "mad_runs"  # speed.json and one seed<k>.json per seed
 REPORT = RESULTS / "mad.md"
+README = REPO / "README.md"
 STRATEGIES = ("mad", "entropy", "random", "error_mass")
 VARIANTS = (*STRATEGIES, "no_new_labels")
 THROUGHPUT_TARGET = ">= 0.8"
@@ -218,18 +229,42 @@ def hours_rows(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
     return rows
 
 
-def reproduction_rows(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
-    """The paper's claims with verdicts computed from the paired intervals."""
-    rows = ["| the paper's claim | here | verdict |", "|---|---|---|"]
-    claims = (  # (claim, baseline, rounds, the paper's difference in points or None)
+def claims(rounds: int) -> tuple[tuple[str, str, int, float | None], ...]:
+    """(claim, baseline, rounds, the paper's difference in points or None) of each MAD − baseline claim."""
+    return (
         ("Table 2: one round of MAD beats one round of entropy selection (26.53 vs 19.65 mIoU)", "entropy", 1,
          26.53 - 19.65),
         ("MAD's counterexamples beat a random draw at the same budget (implied, not measured in the paper)",
          "random", 1, None),
         ("the gain comes from the new labels, not from the extra fine-tuning steps (not measured in the paper)",
          "no_new_labels", rounds, None),
+        ("MAD's competing models find better images than one model's own predicted error mass (not in the paper)",
+         "error_mass", rounds, None),
     )  # fmt: skip
-    for claim, baseline, k, paper in claims:
+
+
+def claim_lines(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
+    """The README's MAD claims, one generated line each: MAD against each baseline, and the loop's own gain."""
+    lines = []
+    for _, baseline, k, paper in claims(rounds):
+        differences = paired_gain(seeds, "mad", baseline, k)
+        if paper is None:
+            verdict, source = claim_verdict(differences, "MAD"), "no paper number"
+        else:
+            verdict, source = verdict_with_seeds(differences, "MAD", paper), f"paper {paper:+.2f} (Table 2)"
+        after = f"after {k} round{'s' * (k > 1)}"
+        lines.append(f"- MAD − {baseline}, {after}: {paired_text(differences)}; {source}. **{verdict}**")
+    gains = paired_gain(seeds, "mad", "start", rounds)
+    verdict = claim_verdict(gains, "the fine-tuned target")
+    lines.append(f"- The target's gain on held-out wild images after {rounds} rounds of MAD: {paired_text(gains)}. "
+                 f"**{verdict}**")  # fmt: skip
+    return lines
+
+
+def reproduction_rows(seeds: dict[str, dict[str, Any]], rounds: int) -> list[str]:
+    """The paper's claims with verdicts computed from the paired intervals."""
+    rows = ["| the paper's claim | here | verdict |", "|---|---|---|"]
+    for claim, baseline, k, paper in claims(rounds):
         differences = paired_gain(seeds, "mad", baseline, k)
         here = per_seed(difference_interval(differences).format(2, " pts")) if len(differences) >= 2 else "-"
         rows.append(f"| {claim} | MAD − {baseline}: {here} | **{claim_verdict(differences, 'MAD', paper)}** |")
@@ -252,6 +287,7 @@ def write_report(folder: Path = RUNS, report: Path = REPORT) -> None:
     """Render ``report`` from the JSON files in ``folder`` (the parts not measured yet are said to be missing)."""
     speed, seeds = load_json(folder / "speed.json"), load_seeds(folder)
     lines = ["# MAD troubleshooting benchmark (`bench/mad.py`)", ""]
+    readme: list[str] = []  # the README's lines: each section's verdict
     if speed:
         sections = (
             ("throughput", "Mining throughput", throughput_rows),
@@ -262,11 +298,15 @@ def write_report(folder: Path = RUNS, report: Path = REPORT) -> None:
             if part in speed:
                 entry = speed[part]
                 lines += [f"## {title}", "", f"`{entry['command']}` on {entry['machine']}; code {entry['code']}.", ""]
-                lines += [*rows(entry["measured"]), ""]
+                measured = rows(entry["measured"])
+                lines += [*measured, ""]
+                verdict = measured[-1].replace("**", "")
+                readme.append(f"- {verdict}" if verdict.startswith(title) else f"- {title}: {verdict}")
     else:
         lines += ["Speed part: not measured yet (`python bench/mad.py speed`).", ""]
     if seeds:
         lines += tables_section(seeds)
+        readme = [*claim_lines(seeds, next(iter(seeds.values()))["regime"]["rounds"]), *readme]
     else:
         lines += ["Tables: not measured yet (`python bench/mad.py tables`).", ""]
     earlier = load_seeds(folder.parent / f"{folder.name}_lr01")
@@ -274,6 +314,8 @@ def write_report(folder: Path = RUNS, report: Path = REPORT) -> None:
         lines += earlier_section(earlier)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines).rstrip() + "\n")
+    if folder == RUNS:  # the README quotes the committed results only
+        write_readme_block(README, "bench/mad_report.py", [f"  {line}" for line in readme])
 
 
 def earlier_section(seeds: dict[str, dict[str, Any]]) -> list[str]:
