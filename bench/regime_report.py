@@ -72,7 +72,11 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
         ]
         if more:
             what = f"1b. Convergence check, {variant}: twice the steps ({DOUBLED}) minus the regime (pts)"
-            lines.append(interval_line(more, "<= 1", what))
+            line = interval_line(more, "<= 1", what)
+            if len(more) >= 2:  # the weaker question: do more steps still raise the result measurably?
+                gain = "yes" if difference_interval(more).low > 0 else "no"
+                line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
+            lines.append(line)
     lines.append(interval_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
     lines.append(interval_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
     if boxes:
