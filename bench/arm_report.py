@@ -280,7 +280,8 @@ def write_report() -> None:
         "- std is the sample standard deviation over seeds; intervals are paired Student t intervals "
         "(`bench/verdicts.py`).",
         "- The earlier 200-step results (under-trained, unpaired, CE untuned) were replaced by these; they are in "
-        "the git history of this file.",
+        "the git history of this file. So are the runs of the previous regime (400 training images, 2400 steps; "
+        "`docs/results/arm_runs/` and `arm_tuning/` at commit 520f858), which did not converge with fine labels.",
         "",
     ]
     REPORT.write_text("\n".join(lines))
