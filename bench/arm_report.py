@@ -247,6 +247,7 @@ def learned_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
 def header(seeds: dict[int, dict[str, Any]]) -> list[str]:
     """Command, machine, code, seeds and the regime."""
     first = next(iter(seeds.values()), {})
+    without_threads = {k: v for k, v in dataclasses.asdict(REGIME).items() if k != "threads"}
     lines = [
         "# ARM's claims re-run in the benchmark regime (paper Tables 1, 2, 4, 5)",
         "",
@@ -256,7 +257,8 @@ def header(seeds: dict[int, dict[str, Any]]) -> list[str]:
         f"- Machine: {first.get('machine', '-')}; code: {first.get('code', '-')}.",
         f"- Reporting seeds: {', '.join(map(str, sorted(seeds))) or 'none yet'} (a seed fixes the initial net, "
         "aux head and ARM, and the batch order; every variant of a seed shares them).",
-        f"- Regime (`bench/regime.py`, docs/results/regime.md): {dataclasses.asdict(REGIME)}; AdamW with poly "
+        f"- Regime (`bench/regime.py`, docs/results/regime.md): {without_threads}; "
+        f"torch threads per run: {threads_used(seeds)}; AdamW with poly "
         f"decay; auxiliary FCN head, weight {AUX_WEIGHT}; ARM's lr = -{ARM_LR_MULTIPLIER:g} x the net's (the paper's "
         "rule); 5% isolation phase; metrics on the fine val masks after the last step (no checkpoint selection).",
         "- Read these with docs/results/regime.md: whether the regime converges (for coarse and for fine labels) is "
@@ -287,6 +289,14 @@ def write_report() -> None:
     REPORT.write_text("\n".join(lines))
     print(f"wrote {REPORT}")
     write_readme_block(README, "bench/arm_report.py", readme_lines(seeds))
+
+
+def threads_used(seeds: dict[int, dict[str, Any]]) -> str:
+    """The torch threads the runs recorded (a run's threads are not part of the regime)."""
+    used = sorted(
+        {run["threads"] for record in seeds.values() for run in record["variants"].values() if "threads" in run}
+    )
+    return ", ".join(map(str, used)) or "-"
 
 
 def readme_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
