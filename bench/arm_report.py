@@ -302,7 +302,7 @@ def threads_used(seeds: dict[int, dict[str, Any]]) -> str:
 def readme_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
     """The README's ARM claims: the headline comparisons' generated lines and the count of every claim's verdicts."""
     lines = [claim_line(seeds, claim) for claim in HEADLINE]
-    verdicts = [claim_line(seeds, claim).rsplit("**", 2)[1].split(" ")[0] for claim in CLAIMS]
+    verdicts = [claim_line(seeds, claim).rsplit("**", 2)[1].split(" ")[0].rstrip(";,") for claim in CLAIMS]
     counts = {word: verdicts.count(word) for word in ("reproduces", "does", "not", "consistent")}
     lines.append(
         f"- Of the {len(CLAIMS)} claims in docs/results/arm.md at {len(seeds)} seed(s): {counts['reproduces']} "
