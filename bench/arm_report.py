@@ -32,6 +32,10 @@ from arm_ablation import (
 )
 from harness import (
     CLAIM_LINES,
+    DOES_NOT_REPRODUCE,
+    NOT_RESOLVED,
+    REPRODUCES,
+    claim_outcome,
     curve_table,
     difference_cell,
     load_json,
@@ -40,7 +44,6 @@ from harness import (
     verdict_with_seeds,
     write_readme_block,
 )
-from verdicts import difference_interval
 
 README = REPO / "README.md"
 NAMES = {
@@ -130,13 +133,18 @@ def claim_line(seeds: dict[int, dict[str, Any]], claim: Claim) -> str:
 def no_gain_verdict(diffs: list[float], subject: str) -> str:
     """For the paper's "no gain" statements: contradicted only by an interval wholly above 0."""
     if len(diffs) < 2:
-        return "not resolved (fewer than 2 seeds)"
-    side = difference_interval(diffs).side(0.0)
+        return f"{NOT_RESOLVED} (fewer than 2 seeds)"
     return {
-        1: f"does not reproduce ({subject} gains)",
-        -1: f"reproduces ({subject} is lower)",
-        0: "consistent with no gain (no difference resolved)",
-    }[side]
+        DOES_NOT_REPRODUCE: f"does not reproduce ({subject} gains)",
+        REPRODUCES: f"reproduces ({subject} is lower)",
+        NOT_RESOLVED: "consistent with no gain (no difference resolved)",
+    }[claim_outcome(diffs, claimed_side=-1)]
+
+
+def outcome(seeds: dict[int, dict[str, Any]], claim: Claim) -> str:
+    """The claim's :func:`harness.claim_outcome`; a "no gain" claim (paper 0) reproduces when the subject is lower."""
+    claimed_side = -1 if claim.paper <= 0 else 1
+    return claim_outcome(paired(seeds, claim.subject, claim.baseline, claim.labels), claimed_side)
 
 
 def divergence_line(seeds: dict[int, dict[str, Any]], variant: str, what: str) -> str:
@@ -302,10 +310,10 @@ def threads_used(seeds: dict[int, dict[str, Any]]) -> str:
 def readme_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
     """The README's ARM claims: the headline comparisons' generated lines and the count of every claim's verdicts."""
     lines = [claim_line(seeds, claim) for claim in HEADLINE]
-    verdicts = [claim_line(seeds, claim).rsplit("**", 2)[1].split(" ")[0].rstrip(";,") for claim in CLAIMS]
-    counts = {word: verdicts.count(word) for word in ("reproduces", "does", "not", "consistent")}
+    outcomes = [outcome(seeds, claim) for claim in CLAIMS]
     lines.append(
-        f"- Of the {len(CLAIMS)} claims in docs/results/arm.md at {len(seeds)} seed(s): {counts['reproduces']} "
-        f"reproduce, {counts['does']} do not, {counts['not'] + counts['consistent']} are not resolved."
+        f"- Of the {len(CLAIMS)} claims in docs/results/arm.md at {len(seeds)} seed(s): "
+        f"{outcomes.count(REPRODUCES)} reproduce, {outcomes.count(DOES_NOT_REPRODUCE)} do not, "
+        f"{outcomes.count(NOT_RESOLVED)} are not resolved."
     )
     return [f"  {line}" for line in lines]  # sub-items of the README's ARM item

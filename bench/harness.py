@@ -128,25 +128,37 @@ def per_seed(text: str) -> str:
     return text.replace(" rounds)", " seeds)")
 
 
+REPRODUCES, DOES_NOT_REPRODUCE, NOT_RESOLVED = "reproduces", "does not reproduce", "not resolved"
+"""The three outcomes of a claim, as :func:`claim_outcome` returns them."""
+
+
+def claim_outcome(differences: list[float], claimed_side: int = 1) -> str:
+    """:data:`REPRODUCES` when the paired interval lies wholly on ``claimed_side`` of 0 (1 above, -1 below).
+
+    :data:`DOES_NOT_REPRODUCE` when it lies wholly on the other side, else (or with fewer than 2
+    differences) :data:`NOT_RESOLVED`.
+    """
+    if len(differences) < 2:
+        return NOT_RESOLVED
+    side = difference_interval(differences).side(0.0)
+    return REPRODUCES if side == claimed_side else NOT_RESOLVED if side == 0 else DOES_NOT_REPRODUCE
+
+
 def claim_verdict(differences: list[float], subject: str = "ours", paper_effect: float | None = None) -> str:
     """Whether a paper's claim about ``subject`` minus a baseline reproduces: by the paired interval's side of 0.
 
     The claim is "``subject`` is higher", or "lower" when the paper's own difference
     (``paper_effect``, in the units of ``differences``) is negative. With ``paper_effect``, an
     interval that lies wholly on the near side of it also says that the paper's size of the effect
-    does not reproduce.
+    does not reproduce. The text starts with the :func:`claim_outcome`.
     """
     if len(differences) < 2:
-        return "not resolved (fewer than 2 seeds)"
-    interval = difference_interval(differences)
+        return f"{NOT_RESOLVED} (fewer than 2 seeds)"
     claimed = -1 if paper_effect is not None and paper_effect < 0 else 1
-    side = interval.side(0.0)
-    if side == claimed:
-        verdict = "reproduces"
-    elif side == 0:
-        verdict = "not resolved"
-    else:
-        verdict = f"does not reproduce ({subject} is {'lower' if side == -1 else 'higher'})"
+    verdict = claim_outcome(differences, claimed)
+    interval = difference_interval(differences)
+    if verdict == DOES_NOT_REPRODUCE:
+        verdict += f" ({subject} is {'lower' if interval.side(0.0) == -1 else 'higher'})"
     if paper_effect is not None and interval.side(paper_effect) == -claimed:
         where = "above" if claimed == 1 else "below"
         verdict += f"; the paper's {paper_effect:+.2f} lies {where} the interval, so its size does not reproduce"
@@ -156,10 +168,9 @@ def claim_verdict(differences: list[float], subject: str = "ours", paper_effect:
 def verdict_with_seeds(differences: list[float], subject: str, paper_effect: float) -> str:
     """:func:`claim_verdict`, and for an unresolved claim how many seeds would resolve the paper's effect."""
     verdict = claim_verdict(differences, subject, paper_effect)
-    unresolved = "not resolved"
-    if verdict.startswith(unresolved) and len(differences) >= 2:
-        rest = verdict[len(unresolved) :]
-        verdict = f"{unresolved} at {len(differences)} seeds{rest}; {seeds_to_resolve(differences, paper_effect)}"
+    if claim_outcome(differences, -1 if paper_effect < 0 else 1) == NOT_RESOLVED and len(differences) >= 2:
+        rest = verdict[len(NOT_RESOLVED) :]
+        verdict = f"{NOT_RESOLVED} at {len(differences)} seeds{rest}; {seeds_to_resolve(differences, paper_effect)}"
     return verdict
 
 

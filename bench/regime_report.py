@@ -32,6 +32,11 @@ def value_at(curve: list[list[float]], step: float) -> float:
     return min(curve, key=lambda point: abs(point[0] - step))[1]
 
 
+def by_seed_and_variant(runs: list[dict[str, Any]], candidate: str = CHOSEN) -> dict[tuple[int, str], dict[str, Any]]:
+    """``candidate``'s runs keyed by ``(seed, variant)``."""
+    return {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == candidate}
+
+
 def plateau_gain(run: dict[str, Any]) -> float:
     """mIoU points gained over the last third of training (final minus the value at 2/3 of the steps)."""
     return 100 * (run["curve"][-1][1] - value_at(run["curve"], 2 * run["steps"] / 3))
@@ -57,7 +62,7 @@ def interval_line(values: list[float], target: str, what: str) -> str:
 def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
     """The regime's properties (issue 15, part 1), each with its computed verdict: one line each."""
     regime = CANDIDATES[CHOSEN]
-    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == CHOSEN}
+    by_key = by_seed_and_variant(runs)
     if not by_key:
         return ["- No finished runs of the regime yet."]
     seconds = [r["seconds"] for r in by_key.values()]
@@ -66,7 +71,7 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
         gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
         what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
         lines.append(interval_line(gains, CONVERGENCE_TARGET, what))
-    doubled = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == DOUBLED}
+    doubled = by_seed_and_variant(runs, DOUBLED)
     for variant in VARIANTS:
         more = [
             100 * (doubled[k]["mIoU"] - r["mIoU"])
@@ -103,7 +108,7 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
 def regime_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
     """The chosen candidate's settings, curves, gaps, box statistics and verdicts."""
     regime = CANDIDATES[CHOSEN]
-    by_key = {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == CHOSEN}
+    by_key = by_seed_and_variant(runs)
     seeds = sorted({s for s, _ in by_key})
     lines = ["## Regime", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in dataclasses.asdict(regime).items()]

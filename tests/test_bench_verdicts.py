@@ -158,3 +158,17 @@ def test_claim_verdict_says_when_the_papers_effect_lies_above_the_interval(monke
     assert harness.claim_verdict(small, "MAD", 0.25) == "not resolved"  # 0.25 is inside the interval
     large = [7.1, 6.5, 7.4, 6.9]
     assert harness.claim_verdict(large, "MAD", 6.88) == "reproduces"
+
+
+def test_claim_outcome_is_the_verdicts_category(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(_PATH.parent))
+    harness = importlib.import_module("harness")
+    above, below, around = [1.1, 0.9, 1.2, 1.0], [-1.1, -0.9, -1.2, -1.0], [0.3, -0.2, 0.1, -0.1]
+    assert harness.claim_outcome(above) == harness.REPRODUCES
+    assert harness.claim_outcome(below) == harness.DOES_NOT_REPRODUCE
+    assert harness.claim_outcome(below, claimed_side=-1) == harness.REPRODUCES
+    assert harness.claim_outcome(around) == harness.NOT_RESOLVED
+    assert harness.claim_outcome([5.0]) == harness.NOT_RESOLVED  # one seed resolves nothing
+    # a verdict's text starts with its outcome, whatever clause follows
+    assert harness.claim_verdict(below, "ARM", 1.6).startswith(harness.DOES_NOT_REPRODUCE + " (ARM is lower)")
+    assert harness.claim_verdict(above, "ARM", 5.0).startswith(harness.REPRODUCES + "; the paper's +5.00 lies above")
