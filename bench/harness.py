@@ -128,6 +128,9 @@ def per_seed(text: str) -> str:
     return text.replace(" rounds)", " seeds)")
 
 
+CONVERGED_GAIN = "<= 2"
+"""Converged: the whole 95% CI of what more steps add (mIoU points) lies at or below 2 (docs/results/regime.md)."""
+
 REPRODUCES, DOES_NOT_REPRODUCE, NOT_RESOLVED = "reproduces", "does not reproduce", "not resolved"
 """The three outcomes of a claim, as :func:`claim_outcome` returns them."""
 

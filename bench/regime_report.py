@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import load_json, write_readme_block  # noqa: E402
+from harness import CONVERGED_GAIN, load_json, write_readme_block  # noqa: E402
 from regime import CANDIDATES, CHOSEN, COMMAND, DOUBLED, REPO, REPORT, RUNS, VARIANTS, machine  # noqa: E402
 from verdicts import difference_interval, target_verdict  # noqa: E402
 
 README = REPO / "README.md"
-
-CONVERGENCE_TARGET = "<= 2"
-"""Converged: the whole 95% CI of the gain from more steps lies at or below 2 mIoU points (see the report's notes)."""
 
 
 def load_runs() -> list[dict[str, Any]]:
@@ -70,7 +67,7 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
     for variant in VARIANTS:
         gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
         what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
-        lines.append(interval_line(gains, CONVERGENCE_TARGET, what))
+        lines.append(interval_line(gains, CONVERGED_GAIN, what))
     doubled = by_seed_and_variant(runs, DOUBLED)
     for variant in VARIANTS:
         more = [
@@ -80,7 +77,7 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
         ]
         if more:
             what = f"1b. Convergence check, {variant}: twice the steps ({DOUBLED}) minus the regime (pts)"
-            line = interval_line(more, CONVERGENCE_TARGET, what)
+            line = interval_line(more, CONVERGED_GAIN, what)
             if len(more) >= 2:  # the weaker question: do more steps still raise the result measurably?
                 gain = "yes" if difference_interval(more).low > 0 else "no"
                 line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
