@@ -146,6 +146,30 @@ def regime_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> li
     return [*lines, ""]
 
 
+PAIRS = [
+    ("unet64_s600", "unet64_s600_bf16", "Precision (same settings, fp32 vs bf16-mixed)"),
+    (CHOSEN, DOUBLED, "Convergence check (the regime vs twice its steps)"),
+    *[
+        (f"unet3_noaug_n{n}_b8_s2000", f"unet3_noaug_n{n}_b8_s4000", f"{n} images, 2000 steps vs twice its steps")
+        for n in (150, 100)
+    ],
+    (
+        "unet3_noaug_b8_s2400_t2",
+        "unet3_noaug_b8_s4800",
+        "400 training images without rescaling (the previous regime) vs twice its steps",
+    ),
+    ("unet3_noaug_lr6e3_b8_s2400", "unet3_noaug_lr6e3_b8_s4800", "400 images at lr 6e-3 vs twice its steps"),
+    ("unet3_noaug_n200_b8_s2400", "unet3_noaug_n200_b8_s4800", "200 images, 2400 steps vs twice its steps"),
+    (
+        "unet3_b8_s2400_bf16_t2",
+        "unet3_b8_s4800_bf16_t2",
+        "With rescaling augmentation (the previous regime) vs twice its steps",
+    ),
+    ("unet3_b8_s1200_bf16", "unet3_b8_s2400_bf16", "The first candidate regime (1200 steps) vs twice its steps"),
+]
+"""Candidates compared side by side in the report: ``(first, second, title)``."""
+
+
 def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
     """One row per candidate and variant: the settings that differ from the chosen regime, and the numbers."""
     chosen = dataclasses.asdict(CANDIDATES[CHOSEN])
@@ -169,29 +193,8 @@ def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
             seconds = statistics.mean(r["seconds"] for r in mine)
             lines.append(f"| {name} | {diff} | {variant} | {len(mine)} | {final:.1f} | {gain:+.1f} | {seconds:.0f} |")
     lines.append("")
-    lines += pair_lines(runs, "unet64_s600", "unet64_s600_bf16", "Precision (same settings, fp32 vs bf16-mixed)")
-    lines += pair_lines(runs, CHOSEN, DOUBLED, "Convergence check (the regime vs twice its steps)")
-    lines += pair_lines(
-        runs,
-        "unet3_noaug_b8_s2400_t2",
-        "unet3_noaug_b8_s4800",
-        "400 training images without rescaling (the previous regime) vs twice its steps",
-    )
-    lines += pair_lines(
-        runs, "unet3_noaug_lr6e3_b8_s2400", "unet3_noaug_lr6e3_b8_s4800", "400 images at lr 6e-3 vs twice its steps"
-    )
-    lines += pair_lines(
-        runs, "unet3_noaug_n200_b8_s2400", "unet3_noaug_n200_b8_s4800", "200 images, 2400 steps vs twice its steps"
-    )
-    lines += pair_lines(
-        runs,
-        "unet3_b8_s2400_bf16_t2",
-        "unet3_b8_s4800_bf16_t2",
-        "With rescaling augmentation (the previous regime) vs twice its steps",
-    )
-    lines += pair_lines(
-        runs, "unet3_b8_s1200_bf16", "unet3_b8_s2400_bf16", "The first candidate regime (1200 steps) vs twice its steps"
-    )
+    for first, second, title in PAIRS:
+        lines += pair_lines(runs, first, second, title)
     return lines
 
 
