@@ -87,6 +87,7 @@ class Regime:
     encoder_name: str = "resnet18"
     decoder_channels: int = 128
     detail_widths: tuple[int, ...] = (128, 64, 32)
+    scale_range: tuple[float, float] = (0.75, 1.25)  # training random rescale; (1, 1) with --no-rescale
 
     def net(self) -> dict[str, Any]:
         """The semantic net's arguments (also the GAU-decoder baselines' encoder)."""
@@ -109,6 +110,7 @@ def train_data(regime: Regime) -> SyntheticDataModule:
         num_val=regime.num_val,
         num_wild=0,
         image_size=regime.image_size,
+        scale_range=regime.scale_range,
         batch_size=regime.batch_size,
         num_workers=1,
     )
@@ -407,9 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in asdict(Regime()).items():
         if isinstance(value, int):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
+    parser.add_argument("--no-rescale", action="store_true", help="train without the random rescale augmentation")
     args = parser.parse_args(argv)
     args.results = args.results.resolve()
-    args.regime = regime = Regime(**{k: getattr(args, k) for k in asdict(Regime()) if hasattr(args, k)})
+    settings = {k: getattr(args, k) for k in asdict(Regime()) if hasattr(args, k)}
+    if args.no_rescale:
+        settings["scale_range"] = (1.0, 1.0)
+    args.regime = regime = Regime(**settings)
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.report_only:

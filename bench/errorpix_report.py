@@ -244,11 +244,26 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def runs_regime(files: list[dict[str, Any]], fallback: Regime) -> Regime:
+    """The regime the runs were made in, as their JSON records it (settings added since take their defaults).
+
+    Raises:
+        ValueError: If the files record different regimes.
+    """
+    stored = {json.dumps(f["regime"], sort_keys=True) for f in files}
+    if len(stored) > 1:
+        raise ValueError(f"the results mix runs of {len(stored)} regimes: {sorted(stored)}")
+    if not files:
+        return fallback
+    return type(fallback)(**{k: tuple(v) if isinstance(v, list) else v for k, v in files[0]["regime"].items()})
+
+
 def write_report(args: argparse.Namespace, regime: Regime) -> None:
     """Write ``docs/results/errorpix.md`` from the per-seed JSON files and ``timing.json``."""
     runs = load_runs(args.results)
     seeds = sorted(runs, key=int)
     files = [load_json(args.results / f"seed{seed}.json") for seed in seeds]
+    regime = runs_regime(files, regime)
     provenance = sorted(
         {f"{f.get('machine')}; code: {f.get('code')}; command: `{parent(f.get('command'))}`" for f in files}
     )

@@ -87,3 +87,13 @@ def test_child_options_are_stripped_from_the_command():
     command = "python bench/errorpix.py --semantic-steps 20 --jobs 1 --no-report --threads 1 --seeds 0 2 4"
     assert report_module.parent(command) == "python bench/errorpix.py --semantic-steps 20"
     assert report_module.strip_option(["--a", "1", "--seeds", "3", "5", "--b"], ("--seeds",)) == ["--a", "1", "--b"]
+
+
+def test_report_shows_the_regime_the_runs_recorded():
+    stored = json.loads(json.dumps(errorpix.asdict(errorpix.Regime(num_train=200, scale_range=(1.0, 1.0)))))
+    regime = report_module.runs_regime([{"regime": stored}, {"regime": stored}], errorpix.Regime())
+    assert regime == errorpix.Regime(num_train=200, scale_range=(1.0, 1.0))
+    older = {k: v for k, v in stored.items() if k != "scale_range"}  # recorded before the setting existed
+    assert report_module.runs_regime([{"regime": older}], errorpix.Regime()).scale_range == (0.75, 1.25)
+    with pytest.raises(ValueError, match="mix runs of 2 regimes"):
+        report_module.runs_regime([{"regime": stored}, {"regime": older}], errorpix.Regime())
