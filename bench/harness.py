@@ -169,11 +169,18 @@ def claim_verdict(differences: list[float], subject: str = "ours", paper_effect:
 
 
 def verdict_with_seeds(differences: list[float], subject: str, paper_effect: float) -> str:
-    """:func:`claim_verdict`, and for an unresolved claim how many seeds would resolve the paper's effect."""
+    """:func:`claim_verdict`, and for an unresolved claim how many seeds would resolve the paper's effect.
+
+    No seed count is given when the interval already excludes the paper's effect: more seeds would
+    resolve the sign of a smaller effect, not the paper's.
+    """
     verdict = claim_verdict(differences, subject, paper_effect)
-    if claim_outcome(differences, -1 if paper_effect < 0 else 1) == NOT_RESOLVED and len(differences) >= 2:
+    claimed = -1 if paper_effect < 0 else 1
+    if claim_outcome(differences, claimed) == NOT_RESOLVED and len(differences) >= 2:
         rest = verdict[len(NOT_RESOLVED) :]
-        verdict = f"{NOT_RESOLVED} at {len(differences)} seeds{rest}; {seeds_to_resolve(differences, paper_effect)}"
+        verdict = f"{NOT_RESOLVED} at {len(differences)} seeds{rest}"
+        if difference_interval(differences).side(paper_effect) != -claimed:
+            verdict += f"; {seeds_to_resolve(differences, paper_effect)}"
     return verdict
 
 

@@ -55,3 +55,14 @@ def test_seeds_to_resolve_needs_three_seeds_and_asks_for_more_than_it_has(monkey
     tight = [1.2, 1.6, 1.4]  # the formula alone would say 2 seeds: no fewer than one more than it has
     assert harness.seeds_to_resolve(tight, 1.61) == "about 4 seeds would resolve +1.61 (80% power)"
     assert harness.seeds_to_resolve([2.0, -1.0, 3.0, 0.5], 1.0).startswith("about ")
+
+
+def test_no_seed_count_once_the_interval_excludes_the_papers_effect(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    harness = importlib.import_module("harness")
+    near_zero = [0.3, -0.2, 0.1, 0.4, -0.1, 0.2, 0.0, -0.3]  # the interval holds 0 and lies far below +6.88
+    assert harness.verdict_with_seeds(near_zero, "MAD", 6.88) == (
+        "not resolved at 8 seeds; the paper's +6.88 lies above the interval, so its size does not reproduce"
+    )
+    wide = [2.0, -1.0, 3.0, 0.5]  # the interval holds both 0 and +1: more seeds could resolve the paper's effect
+    assert harness.verdict_with_seeds(wide, "MAD", 1.0).endswith("seeds would resolve +1.00 (80% power)")
