@@ -38,13 +38,14 @@ from harness import (
     sweep,
 )
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from regime import CANDIDATES, CHOSEN, Regime, fit
+from regime import CANDIDATES, CHOSEN, DOUBLED, Regime, fit
 
 from segmend.losses import holder_optimal_weights
 from segmend.modules import ARMModule
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "docs" / "results" / "arm_runs"
+RUNS_DOUBLED = REPO / "docs" / "results" / "arm_runs_doubled"  # ``--doubled``: the budget check
 TUNING = REPO / "docs" / "results" / "arm_tuning"
 REPORT = REPO / "docs" / "results" / "arm.md"
 COMMAND = ".venv/bin/python bench/arm.py ablation"
@@ -118,10 +119,10 @@ class RunRecorder(Callback):
             self.histogram_reset = True
 
 
-def train(variant: str, labels: str, seed: int, lr: float, data_seed: int) -> dict[str, Any]:
-    """Train one variant in the regime (with ``lr`` and the images of ``data_seed``); its val metrics and curve."""
+def train(variant: str, labels: str, seed: int, lr: float, data_seed: int, regime: Regime = REGIME) -> dict[str, Any]:
+    """Train one variant in ``regime`` (with ``lr`` and the images of ``data_seed``); its val metrics and curve."""
     options = VARIANTS[variant].options
-    regime = dataclasses.replace(REGIME, lr=lr, data_seed=data_seed, threads=THREADS[0])
+    regime = dataclasses.replace(regime, lr=lr, data_seed=data_seed, threads=THREADS[0])
     data = regime.data("fullsup", seed, labels=labels)  # every training image, with ``labels`` masks
     data.prepare_data()
     seed_everything(seed, workers=True)  # the same initial net, aux head and batch order for every variant
@@ -216,10 +217,10 @@ def tuned_lrs() -> dict[str, float] | None:
 
 
 # ---------------------------------------------------------------------------------------- reporting runs
-def reporting_regime(lrs: dict[str, float]) -> dict[str, Any]:
+def reporting_regime(lrs: dict[str, float], regime: Regime = REGIME) -> dict[str, Any]:
     """What every reporting file shares: the regime, the aux weight, ARM's lr rule and the tuned lrs."""
     return {
-        "regime": shared_settings(REGIME),
+        "regime": shared_settings(regime),
         "aux_weight": AUX_WEIGHT,
         "arm_lr_multiplier": ARM_LR_MULTIPLIER,
         "lr": lrs,
@@ -231,8 +232,13 @@ def run_key(variant: str, labels: str) -> str:
     return f"{variant}@{labels}"
 
 
-def run_seeds(seeds: list[int], variants: list[str], labels: list[str]) -> None:
-    """Run ``variants`` on ``labels`` for every seed, seed by seed, with the tuned lrs.
+def run_seeds(
+    seeds: list[int], variants: list[str], labels: list[str], regime: Regime = REGIME, folder: Path = RUNS
+) -> None:
+    """Run ``variants`` on ``labels`` for every seed, seed by seed, with the tuned lrs, into ``folder``.
+
+    ``regime`` is the benchmark regime, or the same with twice the steps (``--doubled``): the check of
+    whether a claim's verdict depends on the step budget.
 
     Raises:
         SystemExit: If the tuning runs are not finished.
@@ -242,9 +248,12 @@ def run_seeds(seeds: list[int], variants: list[str], labels: list[str]) -> None:
     if lrs is None:
         raise SystemExit(f"The lr tuning is not finished (docs/results/arm_tuning/); run `{COMMAND} --tune` first.")
     for seed in seeds:
-        results = SeedResults(RUNS / f"seed{seed}.json", reporting_regime(lrs), "bench/arm.py", seed)
+        results = SeedResults(folder / f"seed{seed}.json", reporting_regime(lrs, regime), "bench/arm.py", seed)
         plan = [
-            (run_key(v, lab), lambda v=v, lab=lab, s=seed: train(v, lab, s, lrs[VARIANTS[v].family], REGIME.data_seed))
+            (
+                run_key(v, lab),
+                lambda v=v, lab=lab, s=seed: train(v, lab, s, lrs[VARIANTS[v].family], regime.data_seed, regime),
+            )
             for v in variants
             for lab in labels
             if lab in VARIANTS[v].labels
@@ -257,6 +266,8 @@ def ablation(args: argparse.Namespace) -> None:
     THREADS[0] = args.threads or REGIME.threads
     if args.tune:
         tune(args.seeds)
+    elif args.doubled:
+        run_seeds(args.seeds or [0, 1, 2], args.variants, args.labels, CANDIDATES[DOUBLED], RUNS_DOUBLED)
     elif not args.report_only:
         run_seeds(args.seeds or [0, 1, 2], args.variants, args.labels)
     from arm_report import write_report  # the report reads only the JSON files
@@ -277,6 +288,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", choices=list(BOTH), default=list(BOTH))
     parser.add_argument("--threads", type=int, help="torch threads per run (default: the regime's)")
     parser.add_argument("--report-only", action="store_true", help="only render docs/results/arm.md")
+    parser.add_argument(
+        "--doubled",
+        action="store_true",
+        help="run at twice the regime's steps, into docs/results/arm_runs_doubled/ (does a verdict depend on the budget?)",
+    )
 
 
 if __name__ == "__main__":

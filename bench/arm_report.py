@@ -12,6 +12,7 @@ import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from arm_ablation import (
@@ -23,6 +24,7 @@ from arm_ablation import (
     REPO,
     REPORT,
     RUNS,
+    RUNS_DOUBLED,
     TUNING_DATA_SEED,
     TUNING_SEEDS,
     VARIANTS,
@@ -100,9 +102,28 @@ HEADLINE = [CLAIMS[3], CLAIMS[12], CLAIMS[13], CLAIMS[16]]  # ARM - CE (coarse, 
 DIVERGES = {"arm_l1": "L1 norm", "arm_entropy": "entropy input"}  # the paper's NaN rows (Table 2)
 
 
-def load_seeds() -> dict[int, dict[str, Any]]:
-    """Every reporting seed's finished runs, by seed."""
-    return {load_json(p)["seed"]: load_json(p) for p in sorted(RUNS.glob("seed*.json"))}
+def load_seeds(folder: Path | None = None) -> dict[int, dict[str, Any]]:
+    """Every reporting seed's finished runs in ``folder`` (default: the regime's runs), by seed."""
+    return {load_json(p)["seed"]: load_json(p) for p in sorted((folder or RUNS).glob("seed*.json"))}
+
+
+def budget_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
+    """The headline claims again at twice the steps (``--doubled``), beside the regime's, on the seeds run at both."""
+    doubled = load_seeds(RUNS_DOUBLED)
+    if not doubled:
+        return []
+    lines = [
+        "## Does a verdict depend on the step budget?",
+        "",
+        f"The headline claims at twice the regime's steps (`{COMMAND} --doubled --seeds ...`, "
+        "`docs/results/arm_runs_doubled/`), then at the regime's steps on the same seeds:",
+        "",
+    ]
+    for claim in HEADLINE:
+        both = {s: d for s, d in seeds.items() if s in doubled}
+        lines.append(claim_line(doubled, claim).replace("- ", "- Twice the steps: ", 1))
+        lines.append(claim_line(both, claim).replace("- ", "- The regime, same seeds: ", 1))
+    return [*lines, ""]
 
 
 def values(seeds: dict[int, dict[str, Any]], variant: str, labels: str, metric: str = "mIoU") -> dict[int, float]:
@@ -283,7 +304,7 @@ def write_report() -> None:
     lines.append(CLAIM_LINES)
     lines += ["", *[claim_line(seeds, c) for c in CLAIMS]]
     lines += [divergence_line(seeds, v, f"{NAMES[v]} ({w})") for v, w in DIVERGES.items()]
-    lines += ["", *tuning_lines(), *tables(seeds), *curve_lines(seeds), *learned_lines(seeds)]
+    lines += ["", *budget_lines(seeds), *tuning_lines(), *tables(seeds), *curve_lines(seeds), *learned_lines(seeds)]
     lines += [
         "## Notes",
         "",

@@ -20,6 +20,7 @@ def bench(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     report = importlib.import_module("arm_report")
     for module in (ablation, report):
         monkeypatch.setattr(module, "RUNS", tmp_path / "arm_runs", raising=False)
+        monkeypatch.setattr(module, "RUNS_DOUBLED", tmp_path / "arm_runs_doubled", raising=False)
         monkeypatch.setattr(module, "REPORT", tmp_path / "arm.md", raising=False)
     monkeypatch.setattr(ablation, "TUNING", tmp_path / "arm_tuning")
     monkeypatch.setattr(report, "README", tmp_path / "README.md")
@@ -102,3 +103,21 @@ def _forget_bench_modules():
     yield
     for name in ("arm_ablation", "arm_report", "regime", "harness", "verdicts", "provenance"):
         sys.modules.pop(name, None)
+
+
+def test_budget_check_sets_each_headline_claim_at_twice_the_steps_beside_the_regime(bench):
+    ablation, report = bench
+    pairs = [(0.60, 0.63), (0.55, 0.58), (0.62, 0.64)]
+    for seed, (ce, arm) in enumerate(pairs):
+        write_seed(ablation.RUNS / f"seed{seed}.json", seed, {"base_ce@coarse": run(ce), "arm@coarse": run(arm)})
+    seeds = report.load_seeds()
+    assert report.budget_lines(seeds) == []  # no runs at twice the steps: no section
+    for seed, (ce, arm) in enumerate(pairs[:2]):  # twice the steps: ARM's gain gone on the two seeds run
+        runs = {"base_ce@coarse": run(ce + 0.02), "arm@coarse": run(ce + 0.02 + (0.01 if seed else -0.01))}
+        write_seed(ablation.RUNS_DOUBLED / f"seed{seed}.json", seed, runs)
+    lines = report.budget_lines(seeds)
+    claim = "ARM (var, L2, detached) − Base model (CE), coarse labels: "
+    doubled = next(line for line in lines if line.startswith(f"- Twice the steps: {claim}"))
+    regime = next(line for line in lines if line.startswith(f"- The regime, same seeds: {claim}"))
+    assert "0.00 pts" in doubled and "2 seeds" in doubled and "**not resolved at 2 seeds" in doubled
+    assert "3.00 pts" in regime and "2 seeds" in regime  # the same two seeds, not all three
