@@ -112,7 +112,7 @@ def test_budget_check_sets_each_headline_claim_at_twice_the_steps_beside_the_reg
         write_seed(ablation.RUNS / f"seed{seed}.json", seed, {"base_ce@coarse": run(ce), "arm@coarse": run(arm)})
     seeds = report.load_seeds()
     assert report.budget_lines(seeds) == []  # no runs at twice the steps: no section
-    for seed, (ce, arm) in enumerate(pairs[:2]):  # twice the steps: ARM's gain gone on the two seeds run
+    for seed, (ce, _) in enumerate(pairs[:2]):  # twice the steps: ARM's gain gone on the two seeds run
         runs = {"base_ce@coarse": run(ce + 0.02), "arm@coarse": run(ce + 0.02 + (0.01 if seed else -0.01))}
         write_seed(ablation.RUNS_DOUBLED / f"seed{seed}.json", seed, runs)
     lines = report.budget_lines(seeds)
