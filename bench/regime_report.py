@@ -56,6 +56,37 @@ def interval_line(values: list[float], target: str, what: str) -> str:
     )
 
 
+def doubling_line(
+    runs: list[dict[str, Any]], first: str, second: str, variant: str, what: str, seeds: range | None = None
+) -> str | None:
+    """``second`` (twice ``first``'s steps) minus ``first``, paired by seed, against the convergence target.
+
+    Args:
+        runs: Every run's JSON.
+        first: A candidate.
+        second: The same candidate with twice the steps.
+        variant: Which variant's runs to pair.
+        what: The line's label.
+        seeds: The seeds the check was fixed to before it ran (default: every seed with both runs).
+
+    Returns:
+        The line, or ``None`` when no seed has both runs.
+    """
+    a, b = by_seed_and_variant(runs, first), by_seed_and_variant(runs, second)
+    more = [
+        100 * (b[k]["mIoU"] - r["mIoU"])
+        for k, r in sorted(a.items())
+        if k[1] == variant and k in b and (seeds is None or k[0] in seeds)
+    ]
+    if not more:
+        return None
+    line = interval_line(more, CONVERGED_GAIN, f"{what}, {variant}: twice the steps ({second}) minus {first} (pts)")
+    if len(more) >= 2:  # the weaker question: do more steps still raise the result measurably?
+        gain = "yes" if difference_interval(more).low > 0 else "no"
+        line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
+    return line
+
+
 def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
     """The regime's properties (issue 15, part 1), each with its computed verdict: one line each."""
     regime = CANDIDATES[CHOSEN]
@@ -68,19 +99,9 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
         gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
         what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
         lines.append(interval_line(gains, CONVERGED_GAIN, what))
-    doubled = by_seed_and_variant(runs, DOUBLED)
     for variant in VARIANTS:
-        more = [
-            100 * (doubled[k]["mIoU"] - r["mIoU"])
-            for k, r in sorted(by_key.items())
-            if k[1] == variant and k in doubled
-        ]
-        if more:
-            what = f"1b. Convergence check, {variant}: twice the steps ({DOUBLED}) minus the regime (pts)"
-            line = interval_line(more, CONVERGED_GAIN, what)
-            if len(more) >= 2:  # the weaker question: do more steps still raise the result measurably?
-                gain = "yes" if difference_interval(more).low > 0 else "no"
-                line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
+        line = doubling_line(runs, CHOSEN, DOUBLED, variant, "1b. Convergence check")
+        if line:
             lines.append(line)
     lines.append(interval_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
     lines.append(interval_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
@@ -146,9 +167,11 @@ def regime_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> li
     return [*lines, ""]
 
 
+N100, N100_DOUBLED = "unet3_noaug_n100_b8_s2000_t2", "unet3_noaug_n100_b8_s4000"
 PAIRS = [
     ("unet64_s600", "unet64_s600_bf16", "Precision (same settings, fp32 vs bf16-mixed)"),
     (CHOSEN, DOUBLED, "Convergence check (the regime vs twice its steps)"),
+    (N100, N100_DOUBLED, "The 100-image candidate on both cores vs twice its steps"),
     *[
         (f"unet3_noaug_n{n}_b8_s2000", f"unet3_noaug_n{n}_b8_s4000", f"{n} images, 2000 steps vs twice its steps")
         for n in (150, 100)
@@ -193,6 +216,9 @@ def tried_lines(runs: list[dict[str, Any]]) -> list[str]:
             seconds = statistics.mean(r["seconds"] for r in mine)
             lines.append(f"| {name} | {diff} | {variant} | {len(mine)} | {final:.1f} | {gain:+.1f} | {seconds:.0f} |")
     lines.append("")
+    check = doubling_line(runs, N100, N100_DOUBLED, "fullsup", "The 100-image candidate's check", range(3, 15))
+    if check:
+        lines += [check, ""]
     for first, second, title in PAIRS:
         lines += pair_lines(runs, first, second, title)
     return lines
