@@ -43,10 +43,12 @@ def test_verdicts_follow_the_intervals_and_reach_the_readme(report, monkeypatch:
             run(report, doubled, seed, "fullsup", 0.75 + shift + 0.002 * seed),  # 3 points more: not converged
         ]
     monkeypatch.setattr(report, "load_runs", lambda: runs)
+    monkeypatch.setattr(report, "CHECK_SEEDS", range(1, 3))  # the check's seeds, fixed in advance: seed 0 left out
     lines = report.property_lines(runs, None)
     text = "\n".join(lines)
     assert "1b. Convergence check, fullsup" in text
     check = next(line for line in lines if line.startswith("- 1b. Convergence check, fullsup"))
+    assert "2 seeds)" in check
     assert check.endswith("target <= 2: not met; twice the steps resolved as a gain (whole interval above 0): yes")
     assert next(line for line in lines if line.startswith("- 2a.")).endswith("target >= 8: met")
     assert next(line for line in lines if line.startswith("- 2b.")).endswith("target >= 5: met")
