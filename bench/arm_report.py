@@ -119,8 +119,8 @@ def budget_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
         "`docs/results/arm_runs_doubled/`), then at the regime's steps on the same seeds:",
         "",
     ]
+    both = {s: d for s, d in seeds.items() if s in doubled}
     for claim in HEADLINE:
-        both = {s: d for s, d in seeds.items() if s in doubled}
         lines.append(claim_line(doubled, claim).replace("- ", "- Twice the steps: ", 1))
         lines.append(claim_line(both, claim).replace("- ", "- The regime, same seeds: ", 1))
     return [*lines, ""]

@@ -135,6 +135,11 @@ REPRODUCES, DOES_NOT_REPRODUCE, NOT_RESOLVED = "reproduces", "does not reproduce
 """The three outcomes of a claim, as :func:`claim_outcome` returns them."""
 
 
+def claimed_side(paper_effect: float | None) -> int:
+    """The side of 0 a paper's claim puts the difference on: -1 when its own difference is negative, else 1."""
+    return -1 if paper_effect is not None and paper_effect < 0 else 1
+
+
 def claim_outcome(differences: list[float], claimed_side: int = 1) -> str:
     """:data:`REPRODUCES` when the paired interval lies wholly on ``claimed_side`` of 0 (1 above, -1 below).
 
@@ -157,7 +162,7 @@ def claim_verdict(differences: list[float], subject: str = "ours", paper_effect:
     """
     if len(differences) < 2:
         return f"{NOT_RESOLVED} (fewer than 2 seeds)"
-    claimed = -1 if paper_effect is not None and paper_effect < 0 else 1
+    claimed = claimed_side(paper_effect)
     verdict = claim_outcome(differences, claimed)
     interval = difference_interval(differences)
     if verdict == DOES_NOT_REPRODUCE:
@@ -175,7 +180,7 @@ def verdict_with_seeds(differences: list[float], subject: str, paper_effect: flo
     resolve the sign of a smaller effect, not the paper's.
     """
     verdict = claim_verdict(differences, subject, paper_effect)
-    claimed = -1 if paper_effect < 0 else 1
+    claimed = claimed_side(paper_effect)
     if claim_outcome(differences, claimed) == NOT_RESOLVED and len(differences) >= 2:
         rest = verdict[len(NOT_RESOLVED) :]
         verdict = f"{NOT_RESOLVED} at {len(differences)} seeds{rest}"
