@@ -311,8 +311,10 @@ def write_report() -> None:
         "- std is the sample standard deviation over seeds; intervals are paired Student t intervals "
         "(`bench/verdicts.py`).",
         "- The earlier 200-step results (under-trained, unpaired, CE untuned) were replaced by these; they are in "
-        "the git history of this file. So are the runs of the previous regime (400 training images, 2400 steps; "
-        "`docs/results/arm_runs/` and `arm_tuning/` at commit 520f858), which did not converge with fine labels.",
+        "the git history of this file. So are the runs of two earlier regimes, each in "
+        "`docs/results/arm_runs/` and `arm_tuning/`: 400 training images and 2400 steps (at commit 520f858), which "
+        "did not converge with fine labels, and 200 images and 2000 steps (at commit 586c914), which did not meet the "
+        "twice-the-steps check (docs/results/regime.md).",
         "",
     ]
     REPORT.write_text("\n".join(lines))

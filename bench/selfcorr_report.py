@@ -335,9 +335,10 @@ NOTES = [
     "- The earlier results (`docs/results/selfcorr_runs.json`, `docs/results/selfcorr_control_runs.json`) came "
     "from 200 under-trained steps per stage (DeepLabV3+, F = 40 / 100), with the ancillary trained on half of F for "
     "every correction and an interleaved step-timing table; they were removed with this rebuild and remain in the "
-    "git history, as does the report written from them. So do the runs of the previous regime (400 training "
-    "images, F = 40, 2400 steps; `docs/results/selfcorr_runs/` at commit 520f858), whose F + W training had not "
-    "converged.",
+    "git history, as does the report written from them. So do the runs of two earlier regimes, each in "
+    "`docs/results/selfcorr_runs/`: 400 training images, F = 40 and 2400 steps (at commit 520f858), whose F + W "
+    "training had not converged, and 200 images, F = 20 and 2000 steps (at commit 586c914), which did not meet the "
+    "twice-the-steps check (docs/results/regime.md).",
     "",
 ]
 
