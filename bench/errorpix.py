@@ -3,6 +3,7 @@
     python bench/errorpix.py                    # every run (resumable: a re-run skips finished runs) + report
     python bench/errorpix.py --report-only      # rewrite docs/results/errorpix.md from docs/results/errorpix_runs/
     python bench/errorpix.py --seeds 0 1 2 --semantic-steps 1500
+    python bench/errorpix.py --doubled --seeds 0 1 2   # the semantic branch at twice the steps (convergence check)
 
 For every seed (it initialises every net and orders every variant's batches the same way; the
 images are the same for all seeds), through the real modules, DataModule and stage runner
@@ -20,6 +21,10 @@ images are the same for all seeds), through the real modules, DataModule and sta
   detail branch's GAU decoder (same widths), trained from scratch like ``semantic`` (same steps, data
   order and initial encoder), with plain CE, with loss-rank mining of the 20% highest-loss pixels,
   and as a layer cascade (rho 0.95).
+
+``--doubled`` trains only ``semantic``, at twice ``--semantic-steps``, into ``<results>_doubled`` and
+``<work>_doubled``; the report pairs it by seed with the results' own ``semantic`` (the check that
+more steps would not raise the semantic branch by 2 points or more, as for the regime).
 
 Every score is measured on a held-out test set of ``--test-images`` synthetic images generated
 with another data seed; nothing is tuned on it (all settings are the paper's). Each run's result
@@ -62,6 +67,7 @@ from errorpix_report import (  # noqa: E402
     RUNS,
     TABLE3,
     THRESHOLDS,
+    doubled_folder,
     strip_option,
     write_report,
 )
@@ -410,11 +416,18 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(value, int):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
     parser.add_argument("--no-rescale", action="store_true", help="train without the random rescale augmentation")
+    parser.add_argument(
+        "--doubled", action="store_true", help="only the semantic branch, at twice the steps, into <results>_doubled"
+    )
     args = parser.parse_args(argv)
     args.results = args.results.resolve()
     settings = {k: getattr(args, k) for k in asdict(Regime()) if hasattr(args, k)}
     if args.no_rescale:
         settings["scale_range"] = (1.0, 1.0)
+    if args.doubled:
+        settings["semantic_steps"] *= 2
+        args.variants, args.no_report = ["semantic"], True
+        args.results, args.work = doubled_folder(args.results), doubled_folder(args.work)
     args.regime = regime = Regime(**settings)
     if args.threads:
         torch.set_num_threads(args.threads)

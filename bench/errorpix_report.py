@@ -25,6 +25,7 @@ from harness import (  # noqa: E402
     paired_text,
     per_seed,
     points,
+    twice_the_steps_line,
     verdict_with_seeds,
     write_readme_block,
 )
@@ -127,6 +128,44 @@ def curve_rows(runs: dict[str, dict[str, Any]], regime: Regime) -> list[str]:
             f"**{verdict}**.",
         ]
     return rows
+
+
+def doubled_folder(folder: Path) -> Path:
+    """Where ``bench/errorpix.py --doubled`` puts the runs that pair with ``folder``'s: ``<folder>_doubled``."""
+    return folder.with_name(folder.name + "_doubled")
+
+
+def doubling_rows(results: Path, runs: dict[str, dict[str, Any]], regime: Regime) -> list[str]:
+    """The semantic branch at twice the steps minus at the regime's, test mIoU paired by seed, against the target.
+
+    Raises:
+        ValueError: If a doubled run's regime is not ``regime`` with twice the semantic steps.
+    """
+    folder = doubled_folder(results)
+    doubled = {path.stem.removeprefix("seed"): load_json(path) for path in sorted(folder.glob("seed*.json"))}
+    if not doubled:
+        return ["", "Twice the steps: not run yet (`python bench/errorpix.py --doubled --seeds ...`)."]
+    expected = json.loads(json.dumps({**asdict(regime), "semantic_steps": 2 * regime.semantic_steps}))
+    for seed, record in doubled.items():
+        if record["regime"] != expected:
+            raise ValueError(
+                f"{folder / f'seed{seed}.json'}: expected the regime at twice the semantic steps, {expected}; "
+                f"found {record['regime']}"
+            )
+    seeds = sorted(
+        (s for s in runs if "semantic" in runs[s] and "semantic" in doubled.get(s, {}).get("variants", {})), key=int
+    )
+    gains = [100 * (doubled[s]["variants"]["semantic"]["mIoU"] - runs[s]["semantic"]["mIoU"]) for s in seeds]
+    what = (
+        f"Semantic branch, test mIoU: twice the steps ({2 * regime.semantic_steps}) minus {regime.semantic_steps} "
+        f"(pts, seeds {', '.join(seeds) or 'none'} of {len(runs)})"
+    )
+    return [
+        "",
+        f"The convergence check of docs/results/regime.md, on the semantic branch (`{shown(folder)}/`):",
+        "",
+        twice_the_steps_line(gains, what),
+    ]
 
 
 def diagnosis_rows(folder: Path) -> list[str]:
@@ -282,6 +321,7 @@ def write_report(args: argparse.Namespace, regime: Regime) -> None:
         "## The semantic branch's learning curve",
         "",
         *curve_rows(runs, regime),
+        *doubling_rows(args.results, runs, regime),
         "",
         "## Tab. 1: error prediction at each threshold t (the error branch of `ours_t0.7`)",
         "",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from provenance import code_state, command_line, machine
-from verdicts import comparison, difference_interval, seeds_needed
+from verdicts import comparison, difference_interval, seeds_needed, target_verdict
 
 CLAIM_LINES = (
     "Each line: the paired difference in mIoU points with its 95% t interval over seeds, the paper's own "
@@ -241,3 +241,23 @@ def write_readme_block(readme: Path, name: str, lines: list[str]) -> bool:
     tail = rest.split(end, 1)[1]
     readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
     return True
+
+
+def target_line(values: list[float], target: str, what: str) -> str:
+    """``- what: x (95% CI ...); target <target>: <verdict>`` over paired ``values`` (or why there is no interval)."""
+    if len(values) < 2:
+        shown = ", ".join(f"{v:+.1f}" for v in values) or "none"
+        return f"- {what}: {shown} (n = {len(values)}); target {target}: not resolved (needs 2 or more seeds)"
+    interval = difference_interval(values)
+    measured = interval.format(2, " pts").replace(" rounds)", " seeds)")
+    return f"- {what}: {measured}; target {target}: {target_verdict(interval, target)}"
+
+
+def twice_the_steps_line(gains: list[float], what: str) -> str:
+    """The convergence check: ``gains`` (twice the steps minus the budget, points, paired by seed) against
+    :data:`CONVERGED_GAIN`, and whether twice the steps is resolved as a gain at all."""
+    line = target_line(gains, CONVERGED_GAIN, what)
+    if len(gains) >= 2:  # the weaker question: do more steps still raise the result measurably?
+        gain = "yes" if difference_interval(gains).low > 0 else "no"
+        line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
+    return line

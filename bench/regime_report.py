@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import CONVERGED_GAIN, load_json, write_readme_block  # noqa: E402
+from harness import CONVERGED_GAIN, load_json, target_line, twice_the_steps_line, write_readme_block  # noqa: E402
 from regime import CANDIDATES, CHECK_SEEDS, CHOSEN, COMMAND, DOUBLED, REPO, REPORT, RUNS, VARIANTS, machine  # noqa: E402
-from verdicts import difference_interval, target_verdict  # noqa: E402
 
 README = REPO / "README.md"
 
@@ -45,17 +44,6 @@ def paired(runs: dict[tuple[int, str], dict[str, Any]], a: str, b: str) -> list[
     return [100 * (runs[s, a]["mIoU"] - runs[s, b]["mIoU"]) for s in seeds if (s, a) in runs and (s, b) in runs]
 
 
-def interval_line(values: list[float], target: str, what: str) -> str:
-    """``what: x (95% CI ...); target: verdict`` (or why there is no interval)."""
-    if len(values) < 2:
-        shown = ", ".join(f"{v:+.1f}" for v in values) or "none"
-        return f"- {what}: {shown} (n = {len(values)}); target {target}: not resolved (needs 2 or more seeds)"
-    interval = difference_interval(values)
-    return f"- {what}: {interval.format(2, ' pts').replace(' rounds)', ' seeds)')}; target {target}: " + target_verdict(
-        interval, target
-    )
-
-
 def doubling_line(
     runs: list[dict[str, Any]], first: str, second: str, variant: str, what: str, seeds: range | None = None
 ) -> str | None:
@@ -80,11 +68,7 @@ def doubling_line(
     ]
     if not more:
         return None
-    line = interval_line(more, CONVERGED_GAIN, f"{what}, {variant}: twice the steps ({second}) minus {first} (pts)")
-    if len(more) >= 2:  # the weaker question: do more steps still raise the result measurably?
-        gain = "yes" if difference_interval(more).low > 0 else "no"
-        line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
-    return line
+    return twice_the_steps_line(more, f"{what}, {variant}: twice the steps ({second}) minus {first} (pts)")
 
 
 def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> list[str]:
@@ -98,13 +82,13 @@ def property_lines(runs: list[dict[str, Any]], boxes: dict[str, Any] | None) -> 
     for variant in VARIANTS:
         gains = [plateau_gain(r) for (s, v), r in sorted(by_key.items()) if v == variant]
         what = f"1. Convergence, {variant}: mIoU gain over the last third of training (pts)"
-        lines.append(interval_line(gains, CONVERGED_GAIN, what))
+        lines.append(target_line(gains, CONVERGED_GAIN, what))
     for variant in VARIANTS:
         line = doubling_line(runs, CHOSEN, DOUBLED, variant, "1b. Convergence check", CHECK_SEEDS)
         if line:
             lines.append(line)
-    lines.append(interval_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
-    lines.append(interval_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
+    lines.append(target_line(paired(by_key, "fullsup", "f_only"), ">= 8", "2a. Full supervision - F only (pts)"))
+    lines.append(target_line(paired(by_key, "fullsup", "coarse"), ">= 5", "2b. Fine - coarse labels (pts)"))
     if boxes:
         ratio = (regime.num_train - regime.num_full) / regime.num_full
         jitter_ok = "met" if regime.box_jitter > 0 else "not met"

@@ -97,3 +97,31 @@ def test_report_shows_the_regime_the_runs_recorded():
     assert report_module.runs_regime([{"regime": older}], errorpix.Regime()).scale_range == (0.75, 1.25)
     with pytest.raises(ValueError, match="mix runs of 2 regimes"):
         report_module.runs_regime([{"regime": stored}, {"regime": older}], errorpix.Regime())
+
+
+def test_twice_the_steps_check_pairs_the_semantic_branch_by_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    regime = errorpix.Regime(semantic_steps=300, curve_every=100)
+    results = tmp_path / "errorpix_runs"
+    results.mkdir()
+    gaps = {name: [1.0, 1.0, 1.0] for name in ("semantic", "gau_decoder", "layer_cascade", "hard_mining", "bagging")}
+    write_seeds(results, regime, gaps, curve_end=[0.7, 0.71, 0.72])
+    doubled = report_module.doubled_folder(results)
+    assert doubled == tmp_path / "errorpix_runs_doubled"
+    doubled.mkdir()
+    longer = errorpix.Regime(semantic_steps=600, curve_every=100)
+    gains = {"0": 0.5, "1": 0.8}  # seed 2 has no doubled run
+    for seed, gain in gains.items():
+        semantic = json.loads((results / f"seed{seed}.json").read_text())["variants"]["semantic"]["mIoU"]
+        record = {"regime": errorpix.asdict(longer), "variants": {"semantic": {"mIoU": semantic + gain / 100}}}
+        (doubled / f"seed{seed}.json").write_text(json.dumps(record))
+    runs = report_module.load_runs(results)
+
+    line = report_module.doubling_rows(results, runs, regime)[-1]
+
+    label = "- Semantic branch, test mIoU: twice the steps (600) minus 300 (pts, seeds 0, 1 of 3)"
+    assert line.startswith(f"{label}: 0.65 pts (95% CI")
+    assert "target <= 2: not resolved" in line  # two seeds 0.3 apart: the interval still reaches above 2
+    assert line.endswith("twice the steps resolved as a gain (whole interval above 0): no")
+    (doubled / "seed2.json").write_text(json.dumps({"regime": errorpix.asdict(regime), "variants": {}}))
+    with pytest.raises(ValueError, match="seed2.json: expected the regime at twice the semantic steps"):
+        report_module.doubling_rows(results, runs, regime)
