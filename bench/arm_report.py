@@ -43,6 +43,7 @@ from harness import (
     load_json,
     mean_std,
     paired_text,
+    plateau_section,
     verdict_with_seeds,
     write_readme_block,
 )
@@ -249,6 +250,18 @@ def curve_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
     return ["## Learning curves", "", "Val mIoU (%) by step, mean over the seeds finished.", "", *table_, ""]
 
 
+def plateau_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
+    """Whether each variant's own val curve flattened over the last third of its steps."""
+    runs = {
+        f"{NAMES[variant]}, {labels} labels": [
+            d["variants"][key] for d in seeds.values() if (key := run_key(variant, labels)) in d["variants"]
+        ]
+        for variant, spec in VARIANTS.items()
+        for labels in spec.labels
+    }
+    return plateau_section(runs)
+
+
 def learned_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
     """ARM's final W(v), scaled to a maximum of 1, and its rank correlation with the closed form."""
     lines = ["## What ARM learned", ""]
@@ -304,7 +317,8 @@ def write_report() -> None:
     lines.append(CLAIM_LINES)
     lines += ["", *[claim_line(seeds, c) for c in CLAIMS]]
     lines += [divergence_line(seeds, v, f"{NAMES[v]} ({w})") for v, w in DIVERGES.items()]
-    lines += ["", *budget_lines(seeds), *tuning_lines(), *tables(seeds), *curve_lines(seeds), *learned_lines(seeds)]
+    lines += ["", *budget_lines(seeds), *tuning_lines(), *tables(seeds), *curve_lines(seeds), *plateau_lines(seeds)]
+    lines += learned_lines(seeds)
     lines += [
         "## Notes",
         "",

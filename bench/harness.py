@@ -261,3 +261,33 @@ def twice_the_steps_line(gains: list[float], what: str) -> str:
         gain = "yes" if difference_interval(gains).low > 0 else "no"
         line += f"; twice the steps resolved as a gain (whole interval above 0): {gain}"
     return line
+
+
+def value_at(curve: list[list[float]], step: float) -> float:
+    """The curve's mIoU at the recorded step closest to ``step``."""
+    return min(curve, key=lambda point: abs(point[0] - step))[1]
+
+
+def plateau_gain(run: dict[str, Any]) -> float:
+    """mIoU points a run gained over the last third of training (final minus the value at 2/3 of its ``steps``)."""
+    return 100 * (run["curve"][-1][1] - value_at(run["curve"], 2 * run["steps"] / 3))
+
+
+PLATEAU_TEXT = (
+    "Each line: a variant's val mIoU gain from 2/3 of its steps to the end, 95% t interval over seeds, against "
+    f"the regime's convergence target ({CONVERGED_GAIN} points; docs/results/regime.md, which checks it for plain "
+    "CE). A variant that misses it was still learning when the budget ended, so its comparisons measure how fast "
+    "it learns as well as where it ends."
+)
+"""What :func:`plateau_section` says (the reports put it above them)."""
+
+
+def plateau_section(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """A report's "Did each variant plateau?" section: per name, its runs' :func:`plateau_gain` against
+    :data:`CONVERGED_GAIN` (one :func:`target_line` each); empty when no name has a run."""
+    lines = [
+        target_line([plateau_gain(run) for run in group], CONVERGED_GAIN, f"{name}: gain over the last third (pts)")
+        for name, group in runs.items()
+        if group
+    ]
+    return ["## Did each variant plateau?", "", PLATEAU_TEXT, "", *lines, ""] if lines else []

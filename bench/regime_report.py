@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import CONVERGED_GAIN, load_json, target_line, twice_the_steps_line, write_readme_block  # noqa: E402
+from harness import (  # noqa: E402
+    CONVERGED_GAIN,
+    load_json,
+    plateau_gain,
+    target_line,
+    twice_the_steps_line,
+    write_readme_block,
+)
 from regime import CANDIDATES, CHECK_SEEDS, CHOSEN, COMMAND, DOUBLED, REPO, REPORT, RUNS, VARIANTS, machine  # noqa: E402
 
 README = REPO / "README.md"
@@ -23,19 +30,9 @@ def load_runs() -> list[dict[str, Any]]:
     return [load_json(path) for path in sorted(RUNS.glob("*__seed*__*.json"))]
 
 
-def value_at(curve: list[list[float]], step: float) -> float:
-    """The curve's mIoU at the recorded step closest to ``step``."""
-    return min(curve, key=lambda point: abs(point[0] - step))[1]
-
-
 def by_seed_and_variant(runs: list[dict[str, Any]], candidate: str = CHOSEN) -> dict[tuple[int, str], dict[str, Any]]:
     """``candidate``'s runs keyed by ``(seed, variant)``."""
     return {(r["seed"], r["variant"]): r for r in runs if r["candidate"] == candidate}
-
-
-def plateau_gain(run: dict[str, Any]) -> float:
-    """mIoU points gained over the last third of training (final minus the value at 2/3 of the steps)."""
-    return 100 * (run["curve"][-1][1] - value_at(run["curve"], 2 * run["steps"] / 3))
 
 
 def paired(runs: dict[tuple[int, str], dict[str, Any]], a: str, b: str) -> list[float]:

@@ -21,6 +21,7 @@ from harness import (
     load_json,
     mean_std,
     paired_text,
+    plateau_section,
     verdict_with_seeds,
     write_readme_block,
 )
@@ -278,10 +279,25 @@ def curves(seeds: dict[int, dict[str, Any]], num_full: int) -> list[str]:
     return [*lines, *table, ""]
 
 
+def plateau_lines(seeds: dict[int, dict[str, Any]], fulls: list[int]) -> list[str]:
+    """Whether each variant's last stage flattened over the last third of its steps, at each F."""
+    runs = {
+        f"{NAMES[variant]}, F = {num_full}": [last_stage(r) for r in results(seeds, variant, num_full)]
+        for num_full in fulls
+        for variant in VARIANTS
+    }
+    return plateau_section({name: [r for r in group if r.get("curve")] for name, group in runs.items()})
+
+
+def last_stage(result: dict[str, Any]) -> dict[str, Any]:
+    """The record of a run's last stage (its curve, steps and seconds), or ``{}`` when none is recorded."""
+    order = result.get("stage_order") or list(result.get("stages", {}))
+    return result["stages"][order[-1]] if order else {}
+
+
 def per_step(result: dict[str, Any]) -> float | None:
     """Seconds per optimizer step of a run's last stage, or ``None`` when not recorded."""
-    order = result.get("stage_order") or list(result.get("stages", {}))
-    last = result["stages"][order[-1]] if order else {}
+    last = last_stage(result)
     seconds, steps = last.get("seconds"), last.get("steps")
     return seconds / steps if seconds and steps else None
 
@@ -356,6 +372,7 @@ def write_report() -> None:
         lines += table1(seeds, fulls)
         lines += value_of_w(seeds, fulls)
         lines += curves(seeds, REGIME.num_full)
+        lines += plateau_lines(seeds, fulls)
         lines += timing(seeds)
     skipped = other_regimes()
     if skipped:

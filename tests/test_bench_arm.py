@@ -34,7 +34,7 @@ def write_seed(path: Path, seed: int, runs: dict[str, dict]) -> None:
 
 
 def run(miou: float, non_finite: int = 0) -> dict:
-    return {"mIoU": miou, "aAcc": 0.9, "mAcc": 0.8, "non_finite_steps": non_finite, "curve": [[10, miou]]}
+    return {"mIoU": miou, "aAcc": 0.9, "mAcc": 0.8, "non_finite_steps": non_finite, "curve": [[10, miou]], "steps": 10}
 
 
 def test_tuning_keeps_each_sides_best_lr_only_when_every_run_is_in(bench):

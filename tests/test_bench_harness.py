@@ -66,3 +66,20 @@ def test_no_seed_count_once_the_interval_excludes_the_papers_effect(monkeypatch)
     )
     wide = [2.0, -1.0, 3.0, 0.5]  # the interval holds both 0 and +1: more seeds could resolve the paper's effect
     assert harness.verdict_with_seeds(wide, "MAD", 1.0).endswith("seeds would resolve +1.00 (80% power)")
+
+
+def test_plateau_section_judges_each_variants_last_third(harness):
+    def run(at_two_thirds: float, final: float) -> dict:
+        return {"steps": 300, "curve": [[100, 0.1], [200, at_two_thirds], [300, final]]}
+
+    flat = [run(0.50, 0.505), run(0.60, 0.598), run(0.55, 0.556)]  # +0.5, -0.2, +0.6 points
+    rising = [run(0.40, 0.45), run(0.42, 0.47), run(0.41, 0.465)]  # +5, +5, +5.5 points
+    lines = harness.plateau_section({"flat": flat, "rising": rising, "not run": []})
+
+    assert lines[0] == "## Did each variant plateau?" and lines[2] == harness.PLATEAU_TEXT
+    judged = [line for line in lines if line.startswith("- ")]
+    assert len(judged) == 2  # a name without runs gets no line
+    assert judged[0].startswith("- flat: gain over the last third (pts): 0.30 pts") and judged[0].endswith(": met")
+    assert judged[1].startswith("- rising: gain over the last third (pts): 5.17 pts")
+    assert judged[1].endswith("target <= 2: not met")
+    assert harness.plateau_section({"not run": []}) == []
