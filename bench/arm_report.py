@@ -120,8 +120,11 @@ def budget_lines(seeds: dict[int, dict[str, Any]]) -> list[str]:
         "`docs/results/arm_runs_doubled/`), then at the regime's steps on the same seeds:",
         "",
     ]
-    both = {s: d for s, d in seeds.items() if s in doubled}
     for claim in HEADLINE:
+        paired_seeds = {s for s in doubled if paired(doubled, claim.subject, claim.baseline, claim.labels, [s])}
+        if not paired_seeds:
+            continue  # a claim whose variants were not run at twice the steps
+        both = {s: d for s, d in seeds.items() if s in paired_seeds}
         lines.append(claim_line(doubled, claim).replace("- ", "- Twice the steps: ", 1))
         lines.append(claim_line(both, claim).replace("- ", "- The regime, same seeds: ", 1))
     return [*lines, ""]
@@ -133,10 +136,12 @@ def values(seeds: dict[int, dict[str, Any]], variant: str, labels: str, metric: 
     return {s: d["variants"][key].get(metric, math.nan) for s, d in seeds.items() if key in d["variants"]}
 
 
-def paired(seeds: dict[int, dict[str, Any]], subject: str, baseline: str, labels: str) -> list[float]:
-    """Per-seed mIoU differences ``subject - baseline`` in points, over the seeds with both (finite)."""
+def paired(
+    seeds: dict[int, dict[str, Any]], subject: str, baseline: str, labels: str, only: list[int] | None = None
+) -> list[float]:
+    """Per-seed mIoU differences ``subject - baseline`` in points, over the seeds with both (finite; of ``only``)."""
     a, b = values(seeds, subject, labels), values(seeds, baseline, labels)
-    diffs = [100 * (a[s] - b[s]) for s in sorted(a) if s in b]
+    diffs = [100 * (a[s] - b[s]) for s in sorted(a) if s in b and (only is None or s in only)]
     return [d for d in diffs if math.isfinite(d)]
 
 

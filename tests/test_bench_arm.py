@@ -121,3 +121,6 @@ def test_budget_check_sets_each_headline_claim_at_twice_the_steps_beside_the_reg
     regime = next(line for line in lines if line.startswith(f"- The regime, same seeds: {claim}"))
     assert "0.00 pts" in doubled and "2 seeds" in doubled and "**not resolved at 2 seeds" in doubled
     assert "3.00 pts" in regime and "2 seeds" in regime  # the same two seeds, not all three
+    assert not any("OHEM" in line for line in lines)  # a claim not run at twice the steps gets no line
+    write_seed(ablation.RUNS_DOUBLED / "seed2.json", 2, {"base_ce@coarse": run(0.6)})  # seed 2 still running
+    assert report.budget_lines(seeds) == lines
